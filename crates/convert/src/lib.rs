@@ -1,0 +1,41 @@
+//! Sources, targets and (from later issues on) the export pipeline and writers of phiquant.
+//!
+//! This crate owns the path from a `--model` argument to artefacts: finding the checkpoint (a
+//! local folder, or a Hugging Face Hub repository fetched into the standard cache), the table of
+//! export targets with their exact weight schemes, and the reports about how a model fits them.
+//!
+//! # Brief overview
+//! - [`ModelSource::parse`] reads `--model`/`--revision`; [`ModelSource::resolve`] returns a
+//!   [`ResolvedModel`], downloading through [`HubOptions`] (the `HF_*` environment) when needed.
+//! - [`TARGETS`] lists every target ([`Target`]) and [`target_fit`] says how one fits a model.
+//! - [`inspect`] opens and checks a checkpoint and builds an [`InspectReport`].
+//!
+//! # Example
+//! ```no_run
+//! use phiquant_convert::{HubOptions, ModelSource, inspect};
+//!
+//! let source = ModelSource::parse("microsoft/Phi-3-mini-4k-instruct", None)?;
+//! let model = source.resolve(&HubOptions::from_env())?;
+//! let report = inspect(&model)?;
+//! println!("{report}");
+//! # Ok::<(), phiquant_convert::Error>(())
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod error;
+mod hub;
+mod inspect;
+mod source;
+mod target;
+
+pub use crate::{
+    error::Error,
+    hub::{AUX_FILES, HubOptions, HubSnapshot, check_revision, fetch, is_repo_id, repo_cache_dir},
+    inspect::{DtypeUsage, FileReport, INSPECT_SCHEMA_VERSION, InspectReport, RopeReport, inspect},
+    source::{ModelSource, Origin, ResolvedModel},
+    target::{
+        Algo, ArtefactFormat, GroupFit, TARGETS, Target, TargetFit, Weights, find_target,
+        group_fits, target_fit,
+    },
+};

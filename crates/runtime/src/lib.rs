@@ -1,0 +1,73 @@
+//! Model definitions and weight readers for phiquant; later also its inference backends (the
+//! native CPU engine, ONNX Runtime and llama.cpp), tokenizer and generation.
+//!
+//! This crate owns what a model *is*: one canonical description of a decoder-only transformer
+//! ([`DecoderSpec`]) read from a Hugging Face `config.json`, the mapping from each architecture's
+//! tensor names (fused or not) onto that description, and the readers that hand out tensors
+//! ([`WeightSource`]). Every tensor's shape and dtype is checked against the config when a
+//! checkpoint is opened, before any work starts.
+//!
+//! # Brief overview
+//! - [`DecoderSpec::from_config_file`] parses Phi3ForCausalLM (plain, LongRoPE, partial rotary),
+//!   LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM configs, in the transformers 4 and
+//!   5 spellings.
+//! - [`DecoderSpec::expected_tensors`] and [`DecoderSpec::weight_location`] map checkpoint names
+//!   onto the canonical [`Linear`] projections.
+//! - [`Checkpoint::open`] reads a folder with `model.safetensors` or a sharded
+//!   `model.safetensors.index.json` through memory maps ([`SafetensorsFile`]).
+//! - [`TokenizerSummary`] describes the tokenizer a checkpoint ships.
+//!
+//! # Example
+//! ```no_run
+//! use phiquant_runtime::{Checkpoint, WeightSource};
+//!
+//! let ckpt = Checkpoint::open("models/Phi-3-mini-4k-instruct".as_ref())?;
+//! let spec = ckpt.spec();
+//! println!("{} layers, {} heads of {}", spec.num_layers, spec.num_heads, spec.head_dim);
+//! let embedding = ckpt.tensor("model.embed_tokens.weight")?.to_f32()?;
+//! # Ok::<(), phiquant_runtime::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+mod checkpoint;
+mod config;
+mod dtype;
+mod error;
+mod naming;
+mod safetensors;
+mod spec;
+mod tokenizer;
+
+use std::{io::Read, path::Path};
+
+pub use crate::{
+    checkpoint::{
+        Checkpoint, INDEX_FILE, SINGLE_FILE, TensorView, WeightSource, is_pickle_weight_name,
+        is_plain_file_name,
+    },
+    dtype::Dtype,
+    error::{Error, HeaderProblem, TensorProblem},
+    naming::{ExpectedTensor, Linear, TensorRole, TensorSlice},
+    safetensors::{SafetensorsFile, TensorInfo},
+    spec::{Architecture, Biases, DecoderSpec, Rope, RopeScaling, SlidingWindow},
+    tokenizer::TokenizerSummary,
+};
+
+/// Reads a JSON file of at most `max_bytes`, naming the file in every error.
+pub(crate) fn read_json_file(path: &Path, max_bytes: u64) -> Result<serde_json::Value, Error> {
+    let io = |op| move |source| Error::Io { op, path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io("opening"))?;
+    let len = file.metadata().map_err(io("reading metadata of"))?.len();
+    if len > max_bytes {
+        return Err(Error::InvalidField {
+            path: path.to_path_buf(),
+            field: "(file size)".into(),
+            value: format!("{len} bytes"),
+            expected: format!("at most {max_bytes} bytes"),
+        });
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(max_bytes).read_to_end(&mut bytes).map_err(io("reading"))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|source| Error::Json { path: path.to_path_buf(), source })
+}

@@ -1,0 +1,48 @@
+//! `phiquant`: convert, quantize and verify small language models for ONNX Runtime and llama.cpp.
+//!
+//! # Overview
+//! The binary is flag definitions and glue only; the work lives in the library crates:
+//! - `phiquant-quant` (`crates/quant`): pure quantization numerics, no I/O.
+//! - `phiquant-runtime` (`crates/runtime`): model definitions, weight readers, inference backends.
+//! - `phiquant-convert` (`crates/convert`): model sources (local and Hub), the target table,
+//!   export pipeline and writers.
+//! - `phiquant-verify` (`crates/verify`): verification statistics, reports and gates.
+//!
+//! Each subcommand is one file in `src/commands/`. Exit codes: 0 success, 1 a failed check,
+//! 2 an error (bad input, I/O, network), 0 when stdout is closed early (a broken pipe).
+
+use std::{io::Write, process::ExitCode};
+
+use clap::Parser;
+
+mod commands;
+
+/// Exit status for an error.
+const EXIT_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match commands::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout and succeed; usage errors exit 2, as clap does.
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EXIT_ERROR) } else { ExitCode::SUCCESS };
+        }
+    };
+    match commands::exec(cli) {
+        Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the error and its causes joined by ": ".
+            let _ = writeln!(std::io::stderr().lock(), "error: {err:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

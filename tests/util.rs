@@ -1,0 +1,129 @@
+//! Helpers for the integration tests: a temporary folder, a command builder, and the locations
+//! of fixtures and shared models.
+
+use std::{
+    ffi::OsStr,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A generated fixture checkpoint.
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("fixtures/models").join(name)
+}
+
+/// A model from `../shared/models`, or `None` (with a note) when the folder is absent outside
+/// CI. Under `CI=true` absence is a failure.
+pub fn shared_model(name: &str) -> Option<PathBuf> {
+    let path = root().join("../shared/models").join(name);
+    if path.is_dir() {
+        return Some(path);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{} is missing, and CI=true requires it", path.display());
+    }
+    eprintln!("skipped: {} is not present (an outside checkout)", path.display());
+    None
+}
+
+/// A temporary folder for one test, removed at the end.
+pub struct Dir {
+    tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    pub fn new(name: &str) -> Dir {
+        Dir { tmp: tempfile::Builder::new().prefix(&format!("pq-{name}-")).tempdir().unwrap() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// A `phiquant` command run from the repository root, with a hub environment confined to
+    /// this folder (no real cache, no token, no endpoint from the caller's environment).
+    pub fn command(&self) -> TestCommand {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_phiquant"));
+        cmd.current_dir(root());
+        for var in [
+            "HF_TOKEN",
+            "HF_TOKEN_PATH",
+            "HF_ENDPOINT",
+            "HF_HUB_OFFLINE",
+            "HF_HUB_CACHE",
+            "HUGGINGFACE_HUB_CACHE",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("HF_HOME", self.path().join("hf-home"));
+        cmd.env("NO_PROXY", "127.0.0.1,localhost");
+        TestCommand { cmd }
+    }
+
+    /// Copies a checkpoint folder into this folder, returning the copy's path.
+    pub fn copy_model(&self, from: &Path, name: &str) -> PathBuf {
+        let to = self.path().join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+        to
+    }
+}
+
+/// A command builder with assertions on the outcome.
+pub struct TestCommand {
+    cmd: Command,
+}
+
+impl TestCommand {
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(&mut self, args: I) -> &mut Self {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(&mut self, key: &str, value: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    pub fn output(&mut self) -> Output {
+        self.cmd.output().unwrap()
+    }
+
+    /// Runs and requires exit 0, returning stdout.
+    pub fn stdout(&mut self) -> String {
+        let out = self.output();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{:?} failed ({}):\n{stderr}", self.cmd, out.status);
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and requires exit 2 with exactly one line on stderr and no panic; returns that line.
+    pub fn error_line(&mut self) -> String {
+        let out = self.output();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{:?}: expected exit 2, stdout:\n{stdout}\nstderr:\n{stderr}",
+            self.cmd
+        );
+        assert!(!stderr.contains("panicked"), "panic: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "expected one line, got:\n{stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        stderr.trim_end().to_string()
+    }
+}
