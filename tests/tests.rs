@@ -4,4 +4,8 @@
 mod macros;
 mod util;
 
+mod bad_input;
+mod fixtures;
+mod hub;
 mod hub_server;
+mod inspect;

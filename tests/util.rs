@@ -127,3 +127,33 @@ impl TestCommand {
         stderr.trim_end().to_string()
     }
 }
+
+/// Rewrites the JSON header of a safetensors file in place with `edit`, keeping the data bytes.
+pub fn edit_safetensors_header(
+    path: &Path,
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut header);
+    let text = serde_json::to_string(&header).unwrap();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(path, out).unwrap();
+}
+
+/// The `[begin, end]` data offsets of a tensor in a header map.
+pub fn offsets(header: &serde_json::Map<String, serde_json::Value>, tensor: &str) -> (u64, u64) {
+    let o = &header[tensor]["data_offsets"];
+    (o[0].as_u64().unwrap(), o[1].as_u64().unwrap())
+}
+
+/// Rewrites a JSON file in place with `edit`.
+pub fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}

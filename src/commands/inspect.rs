@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use phiquant_convert::{HubOptions, ModelSource};
 
-/// Describe a checkpoint and check every tensor against its config.
+/// Describe a checkpoint and check every tensor against its config
 ///
 /// Reads config.json, opens every safetensors file (sharded checkpoints through
 /// model.safetensors.index.json), checks each tensor's name, shape and dtype against the config,
