@@ -31,7 +31,7 @@ pqtest!(fixtures_match_their_generator, |dir, cmd| {
     let status = match status {
         Ok(s) => s,
         Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipped: cannot run {python}: {e}");
+            crate::util::skip_note(&format!("cannot run {python}: {e}"));
             return;
         }
         Err(e) => panic!("cannot run {python}: {e}"),

@@ -27,7 +27,7 @@ pub fn shared_model(name: &str) -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{} is missing, and CI=true requires it", path.display());
     }
-    eprintln!("skipped: {} is not present (an outside checkout)", path.display());
+    skip_note(&format!("{} is not present (an outside checkout)", path.display()));
     None
 }
 
@@ -156,4 +156,10 @@ pub fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     edit(&mut v);
     std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+/// Tells the person running the tests why a test did nothing.
+pub fn skip_note(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
 }
