@@ -1,40 +1,54 @@
-//! Pure numerics for phiquant: how weights are cut into quantization blocks and how stored floats
-//! widen to `f32`.
+//! Pure numerics for phiquant: quantization kernels bit-exact with ONNX Runtime and llama.cpp,
+//! their dequantization, block layouts and float widening.
 //!
-//! This crate owns the arithmetic of quantization and nothing else: it does no I/O and knows no file
-//! format. Readers in `phiquant-runtime` hand it byte slices; writers in `phiquant-convert` take its
-//! results and lay them out in ONNX or GGUF files.
+//! This crate owns the arithmetic of quantization and nothing else: it does no I/O and knows no
+//! file format beyond the byte layout of a quantized block. Readers in `phiquant-runtime` hand it
+//! byte slices; writers in `phiquant-convert` place its results in ONNX or GGUF files.
 //!
 //! # Brief overview
-//! - [`BlockLayout`] splits a row of `K` input features into blocks of a group size, with the zero
-//!   padding of the last block that ONNX Runtime's `MatMulNBits` uses when `K` is not a multiple of
-//!   the block.
-//! - [`BlockFormat`] names the block-quantized formats and their geometry (elements and bytes per
-//!   block), which decides whether a row of a given length can be stored in that format at all.
-//! - [`widen_f16`] and [`widen_bf16`] turn little-endian half-precision bytes into `f32`.
+//! - [`Matrix`] views a stored weight matrix (f32, f16 or bf16 bytes, row-major, unaligned).
+//! - [`quantize_nbits`] produces ONNX Runtime `MatMulNBits` weights ([`NBitsTensor`]) for an
+//!   [`NBitsScheme`] (4 or 8 bits, block 16 to 256, symmetric or not, f32 or f16 scales),
+//!   byte-equal to ONNX Runtime's own quantizer.
+//! - [`quantize_matrix`] and [`dequantize_matrix`] convert rows to and from llama.cpp's formats
+//!   ([`BlockFormat`]: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K), byte-equal to its
+//!   reference quantizers.
+//! - Work is parallel over rows with rayon, and the bytes never depend on the thread count.
+//!   Non-finite weights are an error naming the row and column.
+//! - [`BlockLayout`] cuts a row into blocks, padding the last one as `MatMulNBits` does.
 //!
 //! # Example
 //! ```
-//! use phiquant_quant::BlockLayout;
+//! use phiquant_quant::{BlockFormat, Matrix, NBitsScheme, ScaleType, quantize_matrix, quantize_nbits};
 //!
-//! // SmolLM2's hidden size 576 in blocks of 128: four full blocks and one of 64.
-//! let layout = BlockLayout::new(576, 128)?;
-//! assert_eq!(layout.blocks(), 5);
-//! assert_eq!(layout.last_block_len(), 64);
-//! assert_eq!(layout.padding(), 64);
+//! let w: Vec<f32> = (0..4 * 64).map(|i| (i as f32 * 0.37).sin()).collect();
+//! let m = Matrix::from_f32(&w, 4, 64)?;
+//! let int4 = quantize_nbits(&m, &NBitsScheme::new(4, 32, true, ScaleType::F32)?)?;
+//! assert_eq!(int4.b.len(), 4 * 2 * 16);
+//! let q4_0 = quantize_matrix(BlockFormat::Q4_0, &m)?;
+//! assert_eq!(q4_0.len(), 4 * 2 * 18);
 //! # Ok::<(), phiquant_quant::Error>(())
 //! ```
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
 
+mod elements;
 mod error;
 mod format;
+mod ggml;
 mod layout;
+mod nbits;
+mod simd;
 mod widen;
 
 pub use crate::{
+    elements::{ElementType, Matrix},
     error::Error,
     format::BlockFormat,
+    ggml::{
+        BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, GgmlBlock,
+        dequantize_matrix, quantize_matrix, row_bytes,
+    },
     layout::{BlockLayout, MATMUL_NBITS_BLOCK_SIZES},
+    nbits::{NBitsScheme, NBitsTensor, ScaleType, quantize_nbits},
     widen::{widen_bf16, widen_f16},
 };

@@ -1,0 +1,7 @@
+//! Quantization throughput: `cargo bench -p phiquant-quant`.
+
+use criterion::criterion_main;
+
+mod benchmarks;
+
+criterion_main!(benchmarks::quantize::benches);
