@@ -330,6 +330,13 @@ pub fn quantize_nbits(m: &Matrix<'_>, scheme: &NBitsScheme) -> Result<NBitsTenso
     let mut scales = vec![0u8; n * s_row];
     // Symmetric schemes store no zero points; the buffer still gives every row a slice to ignore.
     let mut zps = vec![0u8; n * z_row];
+    if !scheme.symmetric && scheme.bits == 4 && kb % 2 == 1 {
+        // With an odd number of blocks the last byte's high nibble belongs to no block; ONNX
+        // Runtime fills it with the default zero point 8.
+        for row in zps.chunks_exact_mut(z_row) {
+            row[z_row - 1] = 8 << 4;
+        }
+    }
     let kernel = crate::simd::nbits_row_kernel();
     b.par_chunks_mut(b_row)
         .zip(scales.par_chunks_mut(s_row))
