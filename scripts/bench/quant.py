@@ -27,7 +27,7 @@ GROUP = "quantize_4096x4096"
 
 
 def criterion_median_ns(bench: str, threads: int) -> float | None:
-    path = ROOT / "target" / "criterion" / GROUP / bench / str(threads) / "new" / "estimates.json"
+    path = ROOT / "target" / "criterion" / GROUP / bench.replace("/", "_") / str(threads) / "new" / "estimates.json"
     if not path.exists():
         return None
     return json.loads(path.read_text())["median"]["point_estimate"]
