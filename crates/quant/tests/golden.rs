@@ -5,7 +5,9 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
-use phiquant_quant::{BlockFormat, Matrix, NBitsScheme, ScaleType, dequantize_matrix, quantize_matrix, quantize_nbits};
+use phiquant_quant::{
+    BlockFormat, Matrix, NBitsScheme, ScaleType, dequantize_matrix, quantize_matrix, quantize_nbits,
+};
 use serde_json::Value;
 
 fn golden_dir() -> PathBuf {
@@ -22,7 +24,10 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 }
 
 fn format_named(name: &str) -> BlockFormat {
-    *BlockFormat::ALL.iter().find(|f| f.name() == name).unwrap_or_else(|| panic!("unknown type {name}"))
+    *BlockFormat::ALL
+        .iter()
+        .find(|f| f.name() == name)
+        .unwrap_or_else(|| panic!("unknown type {name}"))
 }
 
 /// Differing bytes between `ours` and `theirs`, with the first position.
@@ -31,7 +36,15 @@ fn diff(ours: &[u8], theirs: &[u8]) -> Option<String> {
         return Some(format!("length {} vs reference {}", ours.len(), theirs.len()));
     }
     let bad: Vec<usize> = (0..ours.len()).filter(|&i| ours[i] != theirs[i]).collect();
-    bad.first().map(|&i| format!("{} of {} bytes differ, first at {i}: {} vs {}", bad.len(), ours.len(), ours[i], theirs[i]))
+    bad.first().map(|&i| {
+        format!(
+            "{} of {} bytes differ, first at {i}: {} vs {}",
+            bad.len(),
+            ours.len(),
+            ours[i],
+            theirs[i]
+        )
+    })
 }
 
 #[test]
@@ -43,7 +56,8 @@ fn every_golden_case_is_byte_identical() {
         .unwrap()
         .iter()
         .map(|i| {
-            let (rows, cols) = (i["rows"].as_u64().unwrap() as usize, i["cols"].as_u64().unwrap() as usize);
+            let (rows, cols) =
+                (i["rows"].as_u64().unwrap() as usize, i["cols"].as_u64().unwrap() as usize);
             let values = f32s(&read(i["file"].as_str().unwrap()));
             assert_eq!(values.len(), rows * cols);
             (i["name"].as_str().unwrap().to_string(), (values, rows, cols))
@@ -63,11 +77,23 @@ fn every_golden_case_is_byte_identical() {
                 let sym = case["symmetric"].as_bool().unwrap();
                 let io = case["io"].as_str().unwrap();
                 let scale = if io == "f16" { ScaleType::F16 } else { ScaleType::F32 };
-                let label = format!("{} b{bits} bs{bs} {} {io}", case["input"], if sym { "sym" } else { "asym" });
-                let t = quantize_nbits(&m, &NBitsScheme::new(bits, bs, sym, scale).unwrap()).unwrap();
-                let mut parts = vec![("b", t.b.clone(), read(case["b"].as_str().unwrap())), ("scales", t.scales.clone(), read(case["scales"].as_str().unwrap()))];
+                let label = format!(
+                    "{} b{bits} bs{bs} {} {io}",
+                    case["input"],
+                    if sym { "sym" } else { "asym" }
+                );
+                let t =
+                    quantize_nbits(&m, &NBitsScheme::new(bits, bs, sym, scale).unwrap()).unwrap();
+                let mut parts = vec![
+                    ("b", t.b.clone(), read(case["b"].as_str().unwrap())),
+                    ("scales", t.scales.clone(), read(case["scales"].as_str().unwrap())),
+                ];
                 if let Some(zp) = case["zero_points"].as_str() {
-                    parts.push(("zero_points", t.zero_points.clone().unwrap_or_default(), read(zp)));
+                    parts.push((
+                        "zero_points",
+                        t.zero_points.clone().unwrap_or_default(),
+                        read(zp),
+                    ));
                 }
                 for (what, ours, theirs) in parts {
                     bytes_compared += theirs.len();
@@ -103,5 +129,10 @@ fn every_golden_case_is_byte_identical() {
         }
     }
     assert!(counts.len() >= 10, "too few kinds of cases: {counts:?}");
-    assert!(failures.is_empty(), "{} cases differ ({bytes_compared} bytes compared):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} cases differ ({bytes_compared} bytes compared):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

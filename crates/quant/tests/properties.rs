@@ -1,6 +1,9 @@
 //! Error bounds every format must keep on random inputs, all-zero blocks, and non-finite input.
 
-use phiquant_quant::{BlockFormat, Error, Matrix, NBitsScheme, ScaleType, dequantize_matrix, quantize_matrix, quantize_nbits};
+use phiquant_quant::{
+    BlockFormat, Error, Matrix, NBitsScheme, ScaleType, dequantize_matrix, quantize_matrix,
+    quantize_nbits,
+};
 
 use crate::util::Rng;
 
@@ -39,7 +42,10 @@ fn round_trip_error_is_bounded() {
             for (xb, yb) in x.chunks(block).zip(y.chunks(block)) {
                 let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
                 let worst = xb.iter().zip(yb).fold(0f32, |a, (p, q)| a.max((p - q).abs()));
-                assert!(worst <= bound(format) * amax * 1.0001 + 1e-30, "{format} std {std}: error {worst} vs absmax {amax}");
+                assert!(
+                    worst <= bound(format) * amax * 1.0001 + 1e-30,
+                    "{format} std {std}: error {worst} vs absmax {amax}"
+                );
             }
         }
         for (bits, sym) in [(4, true), (4, false), (8, true), (8, false)] {
@@ -53,9 +59,16 @@ fn round_trip_error_is_bounded() {
                     let (lo, hi) = xb.iter().fold((0f32, 0f32), |(l, h), v| (l.min(*v), h.max(*v)));
                     // Half a step of the widest range either scheme uses, and the symmetric
                     // scheme's clamp of +absmax to code 15 costs one more step.
-                    let step = if sym { 2.0 * hi.abs().max(lo.abs()) / (levels + 1.0) } else { (hi - lo) / levels };
+                    let step = if sym {
+                        2.0 * hi.abs().max(lo.abs()) / (levels + 1.0)
+                    } else {
+                        (hi - lo) / levels
+                    };
                     let worst = xb.iter().zip(yb).fold(0f32, |a, (p, q)| a.max((p - q).abs()));
-                    assert!(worst <= step * 1.0001 + 1e-30, "int{bits} bs{bs} sym {sym}: {worst} vs step {step}");
+                    assert!(
+                        worst <= step * 1.0001 + 1e-30,
+                        "int{bits} bs{bs} sym {sym}: {worst} vs step {step}"
+                    );
                 }
             }
         }
@@ -93,7 +106,8 @@ fn non_finite_input_names_the_row() {
             let err = quantize_matrix(format, &m).unwrap_err();
             assert!(matches!(err, Error::NonFinite { row: 2, col: 33, .. }), "{format}: {err}");
         }
-        let err = quantize_nbits(&m, &NBitsScheme::new(4, 32, true, ScaleType::F32).unwrap()).unwrap_err();
+        let err = quantize_nbits(&m, &NBitsScheme::new(4, 32, true, ScaleType::F32).unwrap())
+            .unwrap_err();
         assert!(matches!(err, Error::NonFinite { row: 2, col: 33, .. }));
     }
 }
