@@ -23,10 +23,15 @@ const EXIT_ERROR: u8 = 2;
 fn main() -> ExitCode {
     let cli = match commands::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // Help and version go to stdout and succeed; usage errors exit 2, as clap does.
+        Err(e) if !e.use_stderr() => {
+            // Help and version go to stdout and succeed.
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_ERROR) } else { ExitCode::SUCCESS };
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // Usage errors: clap's message folded onto one line, exit 2.
+            let _ = writeln!(std::io::stderr().lock(), "{}", one_line(&e.to_string()));
+            return ExitCode::from(EXIT_ERROR);
         }
     };
     match commands::exec(cli) {
@@ -38,6 +43,18 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// clap's multi-line usage error as one line: its message, tips and a pointer to --help.
+fn one_line(rendered: &str) -> String {
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .collect();
+    format!("{} (see --help)", parts.join("; ").replace(":;", ":"))
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -311,6 +311,8 @@ pqtest!(bad_model_arguments, |dir, cmd| {
     let line =
         dir.command().arg("inspect").arg(fixture("llama")).args(["--revision", "v1"]).error_line();
     assert_has(&line, &["is a local path; --revision applies only to hub ids"]);
-    let out = dir.command().args(["inspect", "--no-such-flag"]).output();
-    assert_eq!(out.status.code(), Some(2));
+    let line = dir.command().args(["inspect", "--no-such-flag"]).error_line();
+    assert!(line.contains("unexpected argument '--no-such-flag' found"), "{line}");
+    let line = dir.command().args(["inspect"]).error_line();
+    assert!(line.contains("required arguments were not provided: <MODEL>"), "{line}");
 });

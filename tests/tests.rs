@@ -5,6 +5,7 @@ mod macros;
 mod util;
 
 mod bad_input;
+mod engine;
 mod fixtures;
 mod hub;
 mod hub_server;

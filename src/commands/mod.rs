@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod generate;
 pub mod inspect;
+pub mod model;
+pub mod perplexity;
 pub mod targets;
 
 /// Convert, quantize and verify small language models for ONNX Runtime and llama.cpp.
@@ -25,6 +28,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Inspect(inspect::Args),
+    Generate(generate::Args),
+    Perplexity(perplexity::Args),
     Targets(targets::Args),
 }
 
@@ -32,6 +37,8 @@ pub enum Command {
 pub fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Inspect(args) => inspect::exec(args, cli.quiet),
+        Command::Generate(args) => generate::exec(args, cli.quiet),
+        Command::Perplexity(args) => perplexity::exec(args, cli.quiet),
         Command::Targets(args) => targets::exec(args),
     }
 }

@@ -33,9 +33,11 @@
 
 mod elements;
 mod error;
+mod exp;
 mod format;
 mod ggml;
 mod layout;
+mod linalg;
 mod nbits;
 mod simd;
 mod widen;
@@ -43,12 +45,14 @@ mod widen;
 pub use crate::{
     elements::{ElementType, Matrix},
     error::Error,
+    exp::exp_inplace,
     format::BlockFormat,
     ggml::{
         BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, GgmlBlock,
         dequantize_matrix, quantize_matrix, row_bytes,
     },
     layout::{BlockLayout, MATMUL_NBITS_BLOCK_SIZES},
+    linalg::{dot, matmul_xwt},
     nbits::{NBitsScheme, NBitsTensor, ScaleType, quantize_nbits},
     widen::{widen_bf16, widen_f16},
 };

@@ -120,6 +120,38 @@ pub enum Error {
         /// The pickle files seen.
         files: Vec<String>,
     },
+    /// A token id outside the vocabulary.
+    #[error("token id {token} is outside the vocabulary of {vocab_size}")]
+    TokenOutOfRange {
+        /// The token.
+        token: u32,
+        /// The vocabulary size.
+        vocab_size: usize,
+    },
+    /// More tokens than the session was sized for.
+    #[error("{needed} positions needed but the context holds {capacity}")]
+    ContextFull {
+        /// Positions needed.
+        needed: usize,
+        /// Positions available.
+        capacity: usize,
+    },
+    /// A model feature the engine does not implement.
+    #[error("unsupported: {what} ({limit})")]
+    Unsupported {
+        /// The feature.
+        what: String,
+        /// What is supported.
+        limit: String,
+    },
+    /// The tokenizer library refused a file or a text.
+    #[error("{}: tokenizer: {message}", path.display())]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// The library's message.
+        message: String,
+    },
     /// The folder holds no weights phiquant can read.
     #[error("{}: no model.safetensors or model.safetensors.index.json found{}", path.display(), found_note(found))]
     NoWeights {

@@ -32,8 +32,11 @@
 mod checkpoint;
 mod config;
 mod dtype;
+mod engine;
 mod error;
+mod generate;
 mod naming;
+mod perplexity;
 mod safetensors;
 mod spec;
 mod tokenizer;
@@ -46,11 +49,17 @@ pub use crate::{
         is_plain_file_name,
     },
     dtype::Dtype,
+    engine::{
+        ActivationHook, Engine, LayerWeights, LinearInput, Logits, ModelWeights, RopeCache,
+        RopeTables, Session,
+    },
     error::{Error, HeaderProblem, TensorProblem},
+    generate::{Generation, Sampling, argmax, generate, generate_timed, stop_tokens},
     naming::{ExpectedTensor, Linear, TensorRole, TensorSlice},
+    perplexity::{PerplexityReport, Scoring, log_prob, perplexity},
     safetensors::{SafetensorsFile, TensorInfo},
     spec::{Architecture, Biases, DecoderSpec, Rope, RopeScaling, SlidingWindow},
-    tokenizer::TokenizerSummary,
+    tokenizer::{Tokenizer, TokenizerSummary},
 };
 
 /// Reads a JSON file of at most `max_bytes`, naming the file in every error.

@@ -108,3 +108,100 @@ fn contains_type(v: Option<&Value>, wanted: &str) -> bool {
         _ => false,
     }
 }
+
+/// A checkpoint's tokenizer (`tokenizer.json` through the `tokenizers` crate), with BOS handled as
+/// the checkpoint's `tokenizer_config.json` says (`add_bos_token`), falling back to what the
+/// tokenizer's own post-processor does.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    path: std::path::PathBuf,
+    bos: Option<u32>,
+    add_bos: bool,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("path", &self.path)
+            .field("bos", &self.bos)
+            .field("add_bos", &self.add_bos)
+            .finish()
+    }
+}
+
+impl Tokenizer {
+    /// Loads `dir/tokenizer.json`; `bos_token_id` is the model config's, used when the tokenizer
+    /// config names no BOS token.
+    pub fn from_dir(dir: &Path, bos_token_id: Option<u32>) -> Result<Tokenizer, Error> {
+        let path = dir.join("tokenizer.json");
+        let err = |message: String| Error::Tokenizer { path: path.clone(), message };
+        if !path.is_file() {
+            return Err(err("no tokenizer.json in the model folder".into()));
+        }
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| err(e.to_string()))?;
+        let config_path = dir.join("tokenizer_config.json");
+        let config = if config_path.is_file() {
+            Some(read_json_file(&config_path, MAX_TOKENIZER_BYTES)?)
+        } else {
+            None
+        };
+        let named_bos = config
+            .as_ref()
+            .and_then(|c| c.get("bos_token"))
+            .and_then(|b| b.as_str().or_else(|| b.get("content").and_then(Value::as_str)))
+            .and_then(|name| inner.token_to_id(name));
+        let bos = named_bos.or(bos_token_id);
+        let add_bos = match config
+            .as_ref()
+            .and_then(|c| c.get("add_bos_token"))
+            .and_then(Value::as_bool)
+        {
+            Some(v) => v,
+            None => {
+                // What the post-processor does with special tokens on.
+                let with = inner.encode("a", true).map_err(|e| err(e.to_string()))?;
+                bos.is_some()
+                    && with.get_ids().first() == bos.as_ref()
+                    && inner.encode("a", false).map_err(|e| err(e.to_string()))?.get_ids().first()
+                        != bos.as_ref()
+            }
+        };
+        Ok(Tokenizer { inner, path, bos, add_bos: add_bos && bos.is_some() })
+    }
+
+    /// The BOS token id, if the tokenizer has one.
+    pub fn bos(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// Whether encoding a prompt prepends BOS.
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    /// Token ids of `text` without any special tokens.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, Error> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer { path: self.path.clone(), message: e.to_string() })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Token ids of a prompt: BOS (when the checkpoint adds it) and the text.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, Error> {
+        let mut ids = Vec::new();
+        if self.add_bos {
+            ids.extend(self.bos);
+        }
+        ids.extend(self.encode_plain(text)?);
+        Ok(ids)
+    }
+
+    /// Text of `ids`, special tokens skipped.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, Error> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| Error::Tokenizer { path: self.path.clone(), message: e.to_string() })
+    }
+}

@@ -16,6 +16,21 @@ mod x86_64;
 /// A row kernel of `MatMulNBits` quantization: scheme, widened row, codes, scales, zero points.
 pub(crate) type NBitsRowFn = fn(&NBitsScheme, &[f32], &mut [u8], &mut [u8], &mut [u8]);
 
+/// An in-place slice kernel (`exp`).
+pub(crate) type SliceFn = fn(&mut [f32]);
+
+/// The fastest `exp` slice kernel this CPU runs.
+pub(crate) fn exp_kernel() -> SliceFn {
+    static KERNEL: OnceLock<SliceFn> = OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(k) = x86_64::exp_kernel() {
+            return k;
+        }
+        crate::exp::exp_slice
+    })
+}
+
 /// The fastest `MatMulNBits` row kernel this CPU runs.
 pub(crate) fn nbits_row_kernel() -> NBitsRowFn {
     static KERNEL: OnceLock<NBitsRowFn> = OnceLock::new();
@@ -26,6 +41,49 @@ pub(crate) fn nbits_row_kernel() -> NBitsRowFn {
         }
         crate::nbits::row_kernel
     })
+}
+
+/// `out[t, n] = sum_k x[t, k] * w[n, k]` for row-major `x` (`t x k`), `w` (`n x k`) and `out`
+/// (`t x n`), through the `gemm` crate's kernels on the current rayon pool. Each output element
+/// is reduced by one thread in a fixed order, so results do not depend on the thread count.
+pub(crate) fn gemm_xwt(x: &[f32], t: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
+    assert!(
+        x.len() >= t * k && w.len() >= n * k && out.len() >= t * n,
+        "gemm_xwt: buffers too small"
+    );
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 && t * n * k >= 1 << 16 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assertion above guarantees every index the strides reach is inside its buffer:
+    // dst rows of `n` (row stride n, column stride 1) for `t` rows; lhs rows of `k` for `t` rows;
+    // rhs viewed as `k x n` with element (kk, nn) at w[nn * k + kk] (row stride 1, column stride
+    // k). `out` does not alias the inputs (it is a distinct &mut borrow).
+    unsafe {
+        gemm::gemm(
+            t,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
 }
 
 #[cfg(test)]

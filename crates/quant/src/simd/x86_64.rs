@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::NBitsRowFn;
+use super::{NBitsRowFn, SliceFn};
 use crate::nbits::{NBitsScheme, params_from_range, quantize_block, store_params};
 
 /// The AVX2 `MatMulNBits` row kernel, when the CPU has AVX2.
@@ -132,4 +132,21 @@ unsafe fn block_avx2(
             unsafe { _mm_storeu_si128(d.add(16 * g).cast(), _mm256_castsi256_si128(packed)) };
         }
     }
+}
+
+/// The AVX2 build of [`crate::exp::exp_slice`], when the CPU has AVX2.
+pub(super) fn exp_kernel() -> Option<SliceFn> {
+    std::is_x86_feature_detected!("avx2").then_some(exp_avx2_entry as SliceFn)
+}
+
+fn exp_avx2_entry(x: &mut [f32]) {
+    // SAFETY: handed out only after `is_x86_feature_detected!("avx2")`.
+    unsafe { exp_avx2(x) }
+}
+
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn exp_avx2(x: &mut [f32]) {
+    crate::exp::exp_slice(x)
 }

@@ -1,0 +1,4 @@
+//! Integration tests of the runtime: the native engine against transformers' outputs.
+
+mod engine_golden;
+mod util;

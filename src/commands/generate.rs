@@ -1,0 +1,100 @@
+//! `phiquant generate`.
+
+use std::process::ExitCode;
+
+use phiquant_runtime::{Sampling, generate_timed, stop_tokens};
+
+/// Generate text from a prompt with the native engine (fp32).
+///
+/// The prompt is tokenized with the checkpoint's tokenizer (BOS added when the checkpoint's
+/// tokenizer config says so); generation stops after --max-tokens or at an end-of-sequence token
+/// (config.json and generation_config.json). Greedy by default; --temperature > 0 samples.
+///
+/// Examples:
+///   phiquant generate ./stories260K --prompt "" --max-tokens 32
+///   phiquant generate ./Phi-3-mini-4k-instruct --prompt "The capital of France is" --json
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Checkpoint folder, or hub id `org/name`.
+    pub model: String,
+
+    /// Hub branch, tag or commit (default: main; only for hub ids).
+    #[arg(long)]
+    pub revision: Option<String>,
+
+    /// The prompt text (may be empty: generation then starts from BOS alone).
+    #[arg(long, default_value = "")]
+    pub prompt: String,
+
+    /// How many tokens to generate at most (default 64).
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+
+    /// Sampling temperature; 0 (the default) is greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+
+    /// Sample from the K most likely tokens only (0, the default, keeps all). Needs --temperature.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+
+    /// Sample from the most likely tokens whose probability adds up to P (1, the default, keeps
+    /// all). Needs --temperature.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+
+    /// Seed of the sampler (default 0); the same seed gives the same tokens.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Keep generating past end-of-sequence tokens (for benchmarks and fixed-length tests).
+    #[arg(long)]
+    pub ignore_eos: bool,
+
+    /// Print one JSON object `{"prompt_ids", "token_ids", "text", "timing"}` instead of the text;
+    /// `timing` gives prefill and decode seconds and tokens per second.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
+    let sampling = Sampling {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    }
+    .validated()?;
+    let model = super::model::load(&args.model, args.revision.as_deref(), quiet)?;
+    let prompt_ids = model.tokenizer.encode_prompt(&args.prompt)?;
+    if prompt_ids.is_empty() {
+        anyhow::bail!(
+            "--prompt is empty and the tokenizer adds no BOS token: give some prompt text"
+        );
+    }
+    let stop = stop_tokens(&model.resolved.dir, model.engine.spec())?;
+    let stop = if args.ignore_eos { Vec::new() } else { stop };
+    let g = generate_timed(&model.engine, &prompt_ids, args.max_tokens, &sampling, &stop)?;
+    let text = model.tokenizer.decode(&g.token_ids)?;
+    if args.json {
+        let decoded = g.token_ids.len().saturating_sub(1);
+        let v = serde_json::json!({
+            "prompt_ids": prompt_ids,
+            "token_ids": g.token_ids,
+            "text": text,
+            "timing": {
+                "prefill_tokens": prompt_ids.len(),
+                "prefill_secs": g.prefill_secs,
+                "prefill_tokens_per_sec": prompt_ids.len() as f64 / g.prefill_secs,
+                "decode_tokens": decoded,
+                "decode_secs": g.decode_secs,
+                "decode_tokens_per_sec": decoded as f64 / g.decode_secs,
+            },
+        });
+        super::print(&format!("{v}\n"))?;
+    } else {
+        super::print(&format!("{}{text}\n", args.prompt))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,68 @@
+//! `phiquant perplexity`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use phiquant_runtime::{Scoring, perplexity};
+
+/// Measure perplexity on a text file with the native engine (fp32).
+///
+/// The whole file is tokenized, cut into chunks of --ctx tokens, and each chunk evaluated on its
+/// own with its first token replaced by BOS (when the model uses one), as llama.cpp's perplexity
+/// tool does. By default only the second half of each chunk is scored (llama-perplexity);
+/// --full-window scores every position.
+///
+/// Examples:
+///   phiquant perplexity ./stories260K --corpus tinystories-val.txt --ctx 256 --chunks 16
+///   phiquant perplexity ./Phi-3-mini-4k-instruct --corpus wiki.test.raw --json
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Checkpoint folder, or hub id `org/name`.
+    pub model: String,
+
+    /// Hub branch, tag or commit (default: main; only for hub ids).
+    #[arg(long)]
+    pub revision: Option<String>,
+
+    /// UTF-8 text file to score.
+    #[arg(long)]
+    pub corpus: std::path::PathBuf,
+
+    /// Tokens per chunk (default 512, as llama-perplexity).
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+
+    /// Score at most N chunks (default: every whole chunk of the file).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+
+    /// Score every position of each chunk instead of its second half.
+    #[arg(long)]
+    pub full_window: bool,
+
+    /// Print one JSON object `{"ppl", "nll", "tokens_scored", "chunks", "ctx", "scoring"}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.corpus)
+        .with_context(|| format!("reading --corpus {}", args.corpus.display()))?;
+    let model = super::model::load(&args.model, args.revision.as_deref(), quiet)?;
+    // As llama.cpp tokenizes the corpus: with special tokens, so BOS leads the stream.
+    let tokens = model.tokenizer.encode_prompt(&text)?;
+    let bos = if model.tokenizer.adds_bos() { model.tokenizer.bos() } else { None };
+    let scoring = if args.full_window { Scoring::FullWindow } else { Scoring::SecondHalf };
+    let report =
+        perplexity(&model.engine, &tokens, args.ctx, args.chunks, bos, scoring, |_, _, _| {})?;
+    if args.json {
+        super::print(&format!("{}\n", serde_json::to_string(&report)?))?;
+    } else {
+        super::print(&format!(
+            "PPL = {:.4}  (mean NLL {:.6} over {} tokens, {} chunks of {}, {:?})\n",
+            report.ppl, report.nll, report.tokens_scored, report.chunks, report.ctx, report.scoring
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
