@@ -15,7 +15,12 @@
 //!   onto the canonical [`Linear`] projections.
 //! - [`Checkpoint::open`] reads a folder with `model.safetensors` or a sharded
 //!   `model.safetensors.index.json` through memory maps ([`SafetensorsFile`]).
-//! - [`TokenizerSummary`] describes the tokenizer a checkpoint ships.
+//! - [`TokenizerSummary`] describes the tokenizer a checkpoint ships; [`Tokenizer`] runs it.
+//! - [`Engine`] is the native fp32 CPU engine (transformers' eager numerics): a [`Session`] holds
+//!   a KV cache, [`ActivationHook`] sees every linear layer's input, and [`LayerRunner`] runs one
+//!   layer at a time with only that layer's weights in memory.
+//! - [`generate`] decodes greedily or by sampling; [`perplexity`] scores a token stream as
+//!   llama.cpp's perplexity tool does.
 //!
 //! # Example
 //! ```no_run
@@ -50,8 +55,8 @@ pub use crate::{
     },
     dtype::Dtype,
     engine::{
-        ActivationHook, Engine, LayerWeights, LinearInput, Logits, ModelWeights, RopeCache,
-        RopeTables, Session,
+        ActivationHook, Engine, LayerRunner, LayerWeights, LinearInput, Logits, ModelWeights,
+        RopeCache, RopeTables, Session,
     },
     error::{Error, HeaderProblem, TensorProblem},
     generate::{Generation, Sampling, argmax, generate, generate_timed, stop_tokens},

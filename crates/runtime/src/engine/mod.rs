@@ -193,3 +193,80 @@ impl Session<'_> {
         Ok(&self.logits[..out_rows * vocab])
     }
 }
+
+/// Runs one decoder layer at a time over one sequence, for callers that hold a single layer's
+/// weights in memory (AWQ calibration loads layer `l` with [`LayerWeights::load`], runs every
+/// sample through it, and drops it before loading layer `l + 1`).
+#[derive(Debug)]
+pub struct LayerRunner {
+    spec: DecoderSpec,
+    rope: RopeCache,
+    cache: LayerCache,
+    scratch: Scratch,
+    tokens: usize,
+}
+
+impl LayerRunner {
+    /// A runner for sequences of up to `tokens` tokens (positions `0..tokens`).
+    pub fn new(spec: &DecoderSpec, tokens: usize) -> Result<LayerRunner, Error> {
+        let tokens = tokens.max(1);
+        let rope = Engine::new(spec.clone(), ModelWeights::empty())?.rope.cache(tokens);
+        Ok(LayerRunner {
+            spec: spec.clone(),
+            rope,
+            cache: LayerCache::new(spec, tokens),
+            scratch: Scratch::new(spec, tokens, tokens),
+            tokens,
+        })
+    }
+
+    /// The residual stream entering layer 0: the embedding rows of `ids` (`ids.len() x hidden`).
+    pub fn embed(embedding: &[f32], hidden: usize, ids: &[u32]) -> Vec<f32> {
+        ids.iter()
+            .flat_map(|&t| {
+                embedding[t as usize * hidden..(t as usize + 1) * hidden].iter().copied()
+            })
+            .collect()
+    }
+
+    /// Runs layer `layer` with weights `w` over `hidden` (`rows x hidden_size`, positions
+    /// `0..rows`), in place, handing each linear layer's input to `hook`.
+    pub fn run<'h>(
+        &mut self,
+        layer: usize,
+        w: &LayerWeights,
+        hidden: &mut [f32],
+        rows: usize,
+        hook: Option<&mut (dyn ActivationHook + 'h)>,
+    ) -> Result<(), Error> {
+        if rows > self.tokens || hidden.len() != rows * self.spec.hidden_size {
+            return Err(Error::ContextFull { needed: rows, capacity: self.tokens });
+        }
+        let cx = LayerContext {
+            spec: &self.spec,
+            rope: &self.rope,
+            layer,
+            start: 0,
+            last_pos: rows.max(1) - 1,
+            capacity: self.tokens,
+        };
+        layer_forward(&cx, w, hidden, rows, &mut self.cache, &mut self.scratch, hook);
+        Ok(())
+    }
+
+    /// The final RMSNorm and LM head over `hidden`, giving `[rows, vocab]` logits.
+    pub fn logits(
+        &self,
+        weights_norm: &[f32],
+        head: &[f32],
+        hidden: &[f32],
+        rows: usize,
+    ) -> Vec<f32> {
+        let (h, vocab) = (self.spec.hidden_size, self.spec.vocab_size);
+        let mut xn = vec![0f32; rows * h];
+        rms_norm(hidden, weights_norm, self.spec.rms_norm_eps as f32, &mut xn);
+        let mut out = vec![0f32; rows * vocab];
+        matmul_xwt(&xn, rows, h, head, vocab, &mut out).expect("sized by the spec");
+        out
+    }
+}

@@ -120,6 +120,16 @@ impl ModelWeights {
         })
     }
 
+    /// No weights (for building rotary tables without a model).
+    pub(crate) fn empty() -> ModelWeights {
+        ModelWeights {
+            embed: Vec::new(),
+            layers: Vec::new(),
+            final_norm: Vec::new(),
+            lm_head: None,
+        }
+    }
+
     /// The LM head matrix.
     pub fn head(&self) -> &[f32] {
         self.lm_head.as_deref().unwrap_or(&self.embed)
