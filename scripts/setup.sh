@@ -22,6 +22,12 @@ need() { "$@" >/dev/null 2>&1; }
 need command -v cc || apt_needed+=(gcc)
 need command -v python3 || apt_needed+=(python3)
 need python3 -c 'import venv, ensurepip' || apt_needed+=(python3-venv)
+# llama-cpp-sys-2 builds llama.cpp (C++) with CMake and generates its bindings with bindgen
+# (libclang).
+need command -v c++ || apt_needed+=(g++)
+need command -v cmake || apt_needed+=(cmake)
+need command -v clang || apt_needed+=(clang)
+need compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' || apt_needed+=(libclang-dev)
 if ((${#apt_needed[@]})); then
     say "installing apt packages: ${apt_needed[*]}"
     sudo_cmd=()

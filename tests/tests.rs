@@ -7,6 +7,8 @@ mod util;
 mod bad_input;
 mod engine;
 mod fixtures;
+mod gguf;
+mod gguf_interop;
 mod hub;
 mod hub_server;
 mod inspect;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod export;
 pub mod generate;
 pub mod inspect;
 pub mod model;
@@ -28,6 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Inspect(inspect::Args),
+    Export(export::Args),
     Generate(generate::Args),
     Perplexity(perplexity::Args),
     Targets(targets::Args),
@@ -37,6 +39,7 @@ pub enum Command {
 pub fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Inspect(args) => inspect::exec(args, cli.quiet),
+        Command::Export(args) => export::exec(args, cli.quiet),
         Command::Generate(args) => generate::exec(args, cli.quiet),
         Command::Perplexity(args) => perplexity::exec(args, cli.quiet),
         Command::Targets(args) => targets::exec(args),

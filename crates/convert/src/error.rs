@@ -109,6 +109,22 @@ pub enum Error {
         /// The hub cache folder.
         cache: PathBuf,
     },
+    /// Quantizing a tensor failed (non-finite weights, a row that fits no block).
+    #[error("tensor `{tensor}`: {source}")]
+    Quantize {
+        /// The checkpoint tensor.
+        tensor: String,
+        /// What the quantizer reported.
+        source: phiquant_quant::Error,
+    },
+    /// A target phiquant lists but cannot write yet.
+    #[error("--target {target}: {reason}")]
+    Target {
+        /// The target.
+        target: String,
+        /// Why it cannot be written.
+        reason: String,
+    },
     /// A file-system operation failed.
     #[error("{op} {}: {source}", path.display())]
     Io {

@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod gguf;
 mod hub;
 mod inspect;
 mod source;

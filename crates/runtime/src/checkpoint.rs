@@ -112,6 +112,14 @@ impl Checkpoint {
         &self.files
     }
 
+    /// Drops `name`'s pages from the resident set once it has been consumed (see
+    /// [`SafetensorsFile::release`]).
+    pub fn release(&self, name: &str) {
+        if let Some(&i) = self.location.get(name) {
+            self.files[i].release(name);
+        }
+    }
+
     /// Tensors present in the files that carry no weights of the model (a rotary `inv_freq`
     /// buffer, a copy of a tied LM head); they are not read.
     pub fn ignored(&self) -> &[String] {

@@ -193,6 +193,7 @@ impl Fields<'_> {
                 format!("a divisor of num_attention_heads ({num_heads})"),
             ));
         }
+        let explicit_head_dim = self.get("head_dim").is_some();
         let head_dim = match self.uint("head_dim", MAX_WIDTH)? {
             Some(d) => d,
             None if hidden_size % num_heads == 0 => hidden_size / num_heads,
@@ -250,6 +251,7 @@ impl Fields<'_> {
             num_heads,
             num_kv_heads,
             head_dim,
+            explicit_head_dim,
             vocab_size,
             max_position_embeddings,
             rms_norm_eps,

@@ -152,6 +152,16 @@ pub enum Error {
         /// The library's message.
         message: String,
     },
+    /// An inference backend (llama.cpp, ONNX Runtime) refused a model or failed while running it.
+    #[error("{}: {backend}: {message}", path.display())]
+    Backend {
+        /// The backend ("llama.cpp").
+        backend: &'static str,
+        /// The model file.
+        path: PathBuf,
+        /// What failed, with the backend's own explanation where it gave one.
+        message: String,
+    },
     /// The folder holds no weights phiquant can read.
     #[error("{}: no model.safetensors or model.safetensors.index.json found{}", path.display(), found_note(found))]
     NoWeights {

@@ -40,6 +40,8 @@ mod dtype;
 mod engine;
 mod error;
 mod generate;
+pub mod gguf;
+mod llamacpp;
 mod naming;
 mod perplexity;
 mod safetensors;
@@ -60,6 +62,7 @@ pub use crate::{
     },
     error::{Error, HeaderProblem, TensorProblem},
     generate::{Generation, Sampling, argmax, generate, generate_timed, stop_tokens},
+    llamacpp::LlamaCppModel,
     naming::{ExpectedTensor, Linear, TensorRole, TensorSlice},
     perplexity::{PerplexityReport, Scoring, log_prob, perplexity},
     safetensors::{SafetensorsFile, TensorInfo},

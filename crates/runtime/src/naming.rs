@@ -244,6 +244,7 @@ mod tests {
             num_heads: 8,
             num_kv_heads: 4,
             head_dim: 8,
+            explicit_head_dim: true,
             vocab_size: 512,
             max_position_embeddings: 512,
             rms_norm_eps: 1e-5,

@@ -112,6 +112,32 @@ impl SafetensorsFile {
         self.by_name.get(name).map(|&i| &self.tensors[i])
     }
 
+    /// Tells the kernel that `name`'s pages will not be read again soon, so that they leave this
+    /// process's resident set (they stay in the page cache and are read back if touched). Streaming
+    /// exports call it after each tensor, which keeps their resident memory near one tensor.
+    pub fn release(&self, name: &str) {
+        let Some(t) = self.info(name) else { return };
+        #[cfg(unix)]
+        {
+            let page = 4096usize;
+            let start = (self.data_start + t.begin as usize).div_ceil(page) * page;
+            let end = (self.data_start + t.end as usize) / page * page;
+            if end > start {
+                // SAFETY: the map is a read-only, shared mapping of a file: MADV_DONTNEED only
+                // drops the pages from this process, and later reads fault them back in from the
+                // file unchanged. No reference into the range is held across this call by phiquant
+                // (callers release a tensor after its bytes were consumed).
+                let _ = unsafe {
+                    self.map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+            }
+        }
+    }
+
     /// A tensor's raw little-endian bytes.
     pub fn data(&self, name: &str) -> Option<&[u8]> {
         let t = self.info(name)?;

@@ -148,6 +148,8 @@ pub struct DecoderSpec {
     pub num_kv_heads: usize,
     /// Dimension of one head.
     pub head_dim: usize,
+    /// Whether config.json states `head_dim` (rather than implying hidden / heads).
+    pub explicit_head_dim: bool,
     /// Rows of the embedding and LM head.
     pub vocab_size: usize,
     /// The longest context the model supports.

@@ -2,4 +2,6 @@
 
 mod engine_golden;
 mod layers;
+#[cfg(feature = "llama-cpp")]
+mod llamacpp;
 mod util;

@@ -1,0 +1,156 @@
+//! GGUF export for llama.cpp: plan, metadata and a streaming writer.
+
+mod metadata;
+mod plan;
+mod writer;
+
+use std::{
+    io::BufWriter,
+    path::{Path, PathBuf},
+};
+
+use phiquant_quant::{ElementType, Matrix, quantize_matrix};
+use phiquant_runtime::{Checkpoint, Dtype, WeightSource};
+
+pub use self::{
+    metadata::{arch_name, file_type, general_name, model_keys, size_label, tokenizer_keys},
+    plan::{GgufScheme, TensorSource, permute_qk, plan_tensors},
+    writer::{PlannedTensor, header_bytes, write_gguf},
+};
+use crate::Error;
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GgufExport {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Tensors written.
+    pub tensors: usize,
+}
+
+/// The values of one planned tensor in its GGUF type.
+fn tensor_bytes(
+    ckpt: &Checkpoint,
+    planned: &PlannedTensor,
+    source: &TensorSource,
+) -> Result<Vec<u8>, Error> {
+    let cols = planned.dims[0] as usize;
+    let rows = (planned.numel() / planned.dims[0]) as usize;
+    let quantize = |m: &Matrix<'_>, hf: &str| {
+        quantize_matrix(planned.format, m)
+            .map_err(|source| Error::Quantize { tensor: hf.to_string(), source })
+    };
+    match source {
+        TensorSource::Checkpoint(name) => {
+            let view = ckpt.tensor(name)?;
+            let dtype = match view.dtype {
+                Dtype::F32 => ElementType::F32,
+                Dtype::F16 => ElementType::F16,
+                _ => ElementType::Bf16,
+            };
+            let m = Matrix::new(view.data, dtype, rows, cols)
+                .map_err(|source| Error::Quantize { tensor: name.clone(), source })?;
+            quantize(&m, name)
+        }
+        TensorSource::Permuted { tensor, heads } => {
+            let values = ckpt.tensor(tensor)?.to_f32()?;
+            let permuted = permute_qk(&values, rows, cols, *heads);
+            let m = Matrix::from_f32(&permuted, rows, cols)
+                .map_err(|source| Error::Quantize { tensor: tensor.clone(), source })?;
+            quantize(&m, tensor)
+        }
+        TensorSource::Values(values) => {
+            let m = Matrix::from_f32(values, rows, cols)
+                .map_err(|source| Error::Quantize { tensor: planned.name.clone(), source })?;
+            quantize(&m, &planned.name)
+        }
+    }
+}
+
+/// Writes `ckpt` (with the tokenizer files of `dir`) as a GGUF at `out`, atomically: the file is
+/// written beside `out` under a temporary name, synced, and renamed; on any error nothing is left.
+pub fn export_gguf(
+    ckpt: &Checkpoint,
+    dir: &Path,
+    name: &str,
+    scheme: &GgufScheme,
+    out: &Path,
+) -> Result<GgufExport, Error> {
+    let spec = ckpt.spec();
+    let plan = plan_tensors(spec, scheme);
+    let params: u64 = plan
+        .iter()
+        .filter(|(_, s)| !matches!(s, TensorSource::Values(_)))
+        .map(|(t, _)| t.numel())
+        .sum();
+    let mut metadata = model_keys(spec, name, params, file_type(scheme.base, scheme.q4_k_m));
+    metadata.extend(tokenizer_keys(dir, spec)?);
+    let (tensors, sources): (Vec<PlannedTensor>, Vec<TensorSource>) = plan.into_iter().unzip();
+
+    let partial = out.with_file_name(format!(
+        ".{}.partial-{}",
+        out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        std::process::id()
+    ));
+    let io = |op, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { op, path, source }
+    };
+    let result = (|| -> Result<(), Error> {
+        let file = std::fs::File::create(&partial).map_err(io("creating", &partial))?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        write_gguf(
+            &mut w,
+            &metadata,
+            &tensors,
+            phiquant_runtime::gguf::GGUF_DEFAULT_ALIGNMENT,
+            |i, t| {
+                let bytes = tensor_bytes(ckpt, t, &sources[i]);
+                // The tensor's pages are done with: keep the resident set near one tensor.
+                if let TensorSource::Checkpoint(name)
+                | TensorSource::Permuted { tensor: name, .. } = &sources[i]
+                {
+                    ckpt.release(name);
+                }
+                bytes
+            },
+        )
+        .map_err(|e| match e {
+            // The writer's I/O errors carry no path: they are all on the partial file.
+            Error::Io { op, path, source } if path.as_os_str().is_empty() => {
+                Error::Io { op, path: partial.clone(), source }
+            }
+            other => other,
+        })?;
+        let file = w.into_inner().map_err(|e| Error::Io {
+            op: "writing",
+            path: partial.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(io("syncing", &partial))?;
+        std::fs::rename(&partial, out).map_err(io("renaming into place", out))?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    let bytes = std::fs::metadata(out).map_err(io("reading metadata of", out))?.len();
+    Ok(GgufExport { path: out.to_path_buf(), bytes, tensors: tensors.len() })
+}
+
+/// The writer's I/O errors, before `export_gguf` names the file they concern.
+impl From<std::io::Error> for Error {
+    fn from(source: std::io::Error) -> Error {
+        Error::Io { op: "writing", path: PathBuf::new(), source }
+    }
+}
+
+impl PlannedTensor {
+    /// Elements.
+    pub fn numel(&self) -> u64 {
+        self.dims.iter().product()
+    }
+}

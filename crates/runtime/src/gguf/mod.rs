@@ -1,0 +1,18 @@
+//! The GGUF v3 file format of llama.cpp (ggml-org/llama.cpp `ggml/include/gguf.h`,
+//! `ggml/src/gguf.cpp`; value and tensor type numbers from `gguf-py/gguf/constants.py`):
+//! metadata values, tensor types, and a validating reader over a memory map.
+
+mod reader;
+mod value;
+
+pub use self::{
+    reader::{GgufFile, GgufTensorInfo},
+    value::{GgmlType, GgufValue},
+};
+
+/// `"GGUF"` as a little-endian u32.
+pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
+/// The version phiquant writes and reads.
+pub const GGUF_VERSION: u32 = 3;
+/// The alignment of tensor data when `general.alignment` is absent.
+pub const GGUF_DEFAULT_ALIGNMENT: u64 = 32;

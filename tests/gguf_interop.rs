@@ -1,0 +1,154 @@
+//! phiquant's GGUF files against llama.cpp's own (`convert_hf_to_gguf.py` and
+//! `llama_model_quantize` from llama-cpp-python 0.3.36), as described in the dumps that
+//! `scripts/interop/make_references.py` committed to `fixtures/golden/gguf`: every metadata key
+//! and value, and every tensor's name, type, shape and data hash.
+
+use std::path::Path;
+
+use phiquant_runtime::gguf::{GgufFile, GgufValue};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::util::{root, shared_model};
+
+fn sha(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn type_name(id: u32) -> &'static str {
+    match id {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        6 => "Q5_0",
+        8 => "Q8_0",
+        12 => "Q4_K",
+        14 => "Q6_K",
+        30 => "BF16",
+        _ => "?",
+    }
+}
+
+/// The array payload as GGUF stores it (no header), as the dump hashes it.
+fn payload(items: &[GgufValue]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in items {
+        match v {
+            GgufValue::String(s) => {
+                out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            GgufValue::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+            GgufValue::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+            GgufValue::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+            other => panic!("unexpected array element {other:?}"),
+        }
+    }
+    out
+}
+
+fn scalar_json(v: &GgufValue) -> Value {
+    match v {
+        GgufValue::String(s) => Value::from(s.as_str()),
+        GgufValue::Bool(b) => Value::from(*b),
+        GgufValue::F32(x) => Value::from(*x as f64),
+        GgufValue::F64(x) => Value::from(*x),
+        other => Value::from(other.as_u64().expect("integer")),
+    }
+}
+
+fn compare(ours: &Path, dump: &Path) -> Vec<String> {
+    let f = GgufFile::open(ours).unwrap();
+    let d: Value = serde_json::from_slice(&std::fs::read(dump).unwrap()).unwrap();
+    let mut diffs = Vec::new();
+    let refs = d["metadata"].as_object().unwrap();
+    let mine: Vec<&str> = f.metadata().iter().map(|(k, _)| k.as_str()).collect();
+    for k in refs.keys() {
+        if !mine.contains(&k.as_str()) {
+            diffs.push(format!("missing key {k}"));
+        }
+    }
+    for (k, v) in f.metadata() {
+        let Some(r) = refs.get(k) else {
+            diffs.push(format!("extra key {k}"));
+            continue;
+        };
+        let ok = match v {
+            GgufValue::Array(elem, items) => {
+                let rv = &r["value"];
+                if rv.is_array() {
+                    rv.as_array().unwrap().iter().zip(items).all(|(a, b)| *a == scalar_json(b))
+                        && rv.as_array().unwrap().len() == items.len()
+                } else {
+                    r["elem_type"] == GgufValue::type_name(*elem)
+                        && rv["len"].as_u64() == Some(items.len() as u64)
+                        && rv["raw_sha256"].as_str() == Some(sha(&payload(items)).as_str())
+                }
+            }
+            other => {
+                r["type"] == GgufValue::type_name(other.type_id())
+                    && r["value"] == scalar_json(other)
+            }
+        };
+        if !ok {
+            diffs.push(format!("metadata {k} differs"));
+        }
+    }
+    let tensors = d["tensors"].as_array().unwrap();
+    if tensors.len() != f.tensors().len() {
+        diffs.push(format!("{} tensors vs {}", f.tensors().len(), tensors.len()));
+    }
+    for t in tensors {
+        let name = t["name"].as_str().unwrap();
+        let Some(info) = f.info(name) else {
+            diffs.push(format!("missing tensor {name}"));
+            continue;
+        };
+        let shape: Vec<u64> =
+            t["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        if type_name(info.type_id) != t["type"]
+            || info.dims != shape
+            || sha(f.data(name).unwrap()) != t["sha256"]
+        {
+            diffs.push(format!(
+                "tensor {name}: {} {:?} vs {} {shape:?}",
+                type_name(info.type_id),
+                info.dims,
+                t["type"]
+            ));
+        }
+    }
+    diffs
+}
+
+pqtest!(gguf_matches_llama_cpp, |dir, cmd| {
+    let variants = [
+        ("f32", "gguf-f32", false),
+        ("f16", "gguf-f16", false),
+        ("q8_0", "gguf-q8_0", false),
+        ("q4_0-pure", "gguf-q4_0", true),
+        ("q4_k_m", "gguf-q4_k_m", false),
+    ];
+    let mut compared = 0;
+    for model in ["stories260K", "stories260K-phi3"] {
+        let Some(src) = shared_model(model) else { return };
+        for (dump, target, pure) in variants {
+            let out = dir.path().join(format!("{model}-{dump}"));
+            let mut c = dir.command();
+            c.args(["export", "--target", target, "--out"]).arg(&out).arg("--model").arg(&src);
+            if pure {
+                c.arg("--pure");
+            }
+            c.stdout();
+            let diffs = compare(
+                &out.join(format!("{target}.gguf")),
+                &root().join("fixtures/golden/gguf").join(model).join(format!("{dump}.json")),
+            );
+            assert!(diffs.is_empty(), "{model} {dump}:\n{}", diffs.join("\n"));
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 10);
+    let _ = cmd;
+});
