@@ -25,6 +25,9 @@ need python3 -c 'import venv, ensurepip' || apt_needed+=(python3-venv)
 # llama-cpp-sys-2 builds llama.cpp (C++) with CMake and generates its bindings with bindgen
 # (libclang).
 need command -v c++ || apt_needed+=(g++)
+# ccache: llama.cpp's build uses it when present, so the test and clippy builds of the llama.cpp
+# backend reuse the first build's objects.
+need command -v ccache || apt_needed+=(ccache)
 need command -v cmake || apt_needed+=(cmake)
 need command -v clang || apt_needed+=(clang)
 need compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' || apt_needed+=(libclang-dev)

@@ -151,3 +151,90 @@ pqtest!(stories260k_q4_0_pure, |dir, cmd| {
     assert_eq!(f.info("token_embd.weight").unwrap().type_id, 2);
     assert_eq!(f.info("output_norm.weight").unwrap().type_id, 0);
 });
+
+/// phiquant's gguf-f32 of stories260K run in llama.cpp against the native engine on the
+/// checkpoint: logits within 1e-3, and the same greedy continuation from BOS.
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn llama_cpp_runs_phiquant_gguf_like_the_engine() {
+    use phiquant_runtime::{Engine, LlamaCppModel, Logits, Sampling, generate};
+
+    let Some(model) = shared_model("stories260K") else { return };
+    let dir = crate::util::Dir::new("llama_cpp_runs_phiquant_gguf");
+    let out = dir.path().join("o");
+    dir.command()
+        .args(["export", "--target", "gguf-f32", "--out"])
+        .arg(&out)
+        .arg("--model")
+        .arg(&model)
+        .stdout();
+    let lcpp = LlamaCppModel::load(&out.join("gguf-f32.gguf"), 2).unwrap();
+    let engine = Engine::load(&Checkpoint::open(&model).unwrap()).unwrap();
+    let vocab = engine.spec().vocab_size;
+    assert_eq!(lcpp.vocab_size(), vocab);
+
+    // Token ids from the checkpoint's own tokenizer (llama.cpp's SentencePiece-style tokenizer
+    // built from tokenizer.json's vocabulary does not split every text the same way).
+    let tok = phiquant_runtime::Tokenizer::from_dir(&model, Some(1)).unwrap();
+    let ids = tok
+        .encode_prompt(
+            "Once upon a time, there was a little dog named Max. He liked to run and play.",
+        )
+        .unwrap();
+    let theirs = lcpp.logits(&ids).unwrap();
+    let ours = engine.session(ids.len()).forward(&ids, Logits::All).unwrap().to_vec();
+    assert_eq!(theirs.len(), ours.len());
+    let diff = theirs.iter().zip(&ours).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    crate::util::note(&format!(
+        "llama.cpp vs engine on stories260K gguf-f32: max |logit diff| {diff:e} over {} logits",
+        ours.len()
+    ));
+    assert!(diff <= 1e-3, "max |logit diff| {diff}");
+
+    let want = generate(&engine, &[1], 48, &Sampling::GREEDY, &[]).unwrap();
+    let got = lcpp.generate_greedy(&[1], 48, &[]).unwrap();
+    assert_eq!(got, want);
+    assert!(
+        tok.decode(&got)
+            .unwrap()
+            .starts_with("Once upon a time, there was a little girl named Lily.")
+    );
+}
+
+/// `generate` and `perplexity` on a GGUF file run in llama.cpp.
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn commands_run_gguf_files_in_llama_cpp() {
+    let Some(model) = shared_model("stories260K") else { return };
+    let dir = crate::util::Dir::new("commands_run_gguf");
+    let out = dir.path().join("o");
+    dir.command()
+        .args(["export", "--target", "gguf-q8_0", "--out"])
+        .arg(&out)
+        .arg("--model")
+        .arg(&model)
+        .stdout();
+    let gguf = out.join("gguf-q8_0.gguf");
+    let v: serde_json::Value = serde_json::from_str(
+        &dir.command().arg("generate").arg(&gguf).args(["--max-tokens", "16", "--json"]).stdout(),
+    )
+    .unwrap();
+    assert_eq!(v["backend"], "llama.cpp");
+    assert!(v["text"].as_str().unwrap().starts_with("Once upon a time"), "{v}");
+    let corpus = model.join("../../corpora/tinystories-val.txt");
+    let p: serde_json::Value = serde_json::from_str(
+        &dir.command()
+            .arg("perplexity")
+            .arg(&gguf)
+            .arg("--corpus")
+            .arg(&corpus)
+            .args(["--ctx", "128", "--chunks", "4", "--json"])
+            .stdout(),
+    )
+    .unwrap();
+    assert_eq!(p["tokens_scored"], 4 * 63);
+    let ppl = p["ppl"].as_f64().unwrap();
+    assert!(ppl > 1.0 && ppl < 50.0, "{ppl}");
+    let line = dir.command().arg("generate").arg(&gguf).args(["--temperature", "0.5"]).error_line();
+    assert!(line.contains("sampling is not supported on GGUF files yet"), "{line}");
+}

@@ -66,6 +66,9 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
         seed: args.seed,
     }
     .validated()?;
+    if super::model::is_gguf(&args.model) {
+        return exec_gguf(&args, &sampling);
+    }
     let model = super::model::load(&args.model, args.revision.as_deref(), quiet)?;
     let prompt_ids = model.tokenizer.encode_prompt(&args.prompt)?;
     if prompt_ids.is_empty() {
@@ -91,6 +94,40 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
                 "decode_secs": g.decode_secs,
                 "decode_tokens_per_sec": decoded as f64 / g.decode_secs,
             },
+        });
+        super::print(&format!("{v}\n"))?;
+    } else {
+        super::print(&format!("{}{text}\n", args.prompt))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A GGUF file runs in llama.cpp (greedy), with the tokenizer its metadata describes.
+fn exec_gguf(args: &Args, sampling: &Sampling) -> anyhow::Result<ExitCode> {
+    if sampling.temperature != 0.0 {
+        anyhow::bail!(
+            "--temperature: sampling is not supported on GGUF files yet (they run greedily in llama.cpp); use --temperature 0"
+        );
+    }
+    let lcpp =
+        phiquant_runtime::LlamaCppModel::load(args.model.as_ref(), rayon::current_num_threads())?;
+    let prompt_ids = lcpp.tokenize(&args.prompt, lcpp.add_bos())?;
+    if prompt_ids.is_empty() {
+        anyhow::bail!(
+            "--prompt is empty and the GGUF's tokenizer adds no BOS token: give some prompt text"
+        );
+    }
+    let start = std::time::Instant::now();
+    let token_ids = lcpp.generate_greedy(&prompt_ids, args.max_tokens, &[])?;
+    let secs = start.elapsed().as_secs_f64();
+    let text = lcpp.detokenize(&token_ids)?;
+    if args.json {
+        let v = serde_json::json!({
+            "prompt_ids": prompt_ids,
+            "token_ids": token_ids,
+            "text": text,
+            "backend": "llama.cpp",
+            "timing": { "total_secs": secs },
         });
         super::print(&format!("{v}\n"))?;
     } else {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use phiquant_runtime::{Scoring, perplexity};
+use phiquant_runtime::{LlamaCppModel, Scoring, perplexity, perplexity_with};
 
 /// Measure perplexity on a text file with the native engine (fp32).
 ///
@@ -49,13 +49,30 @@ pub struct Args {
 pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.corpus)
         .with_context(|| format!("reading --corpus {}", args.corpus.display()))?;
-    let model = super::model::load(&args.model, args.revision.as_deref(), quiet)?;
-    // As llama.cpp tokenizes the corpus: with special tokens, so BOS leads the stream.
-    let tokens = model.tokenizer.encode_prompt(&text)?;
-    let bos = if model.tokenizer.adds_bos() { model.tokenizer.bos() } else { None };
     let scoring = if args.full_window { Scoring::FullWindow } else { Scoring::SecondHalf };
-    let report =
-        perplexity(&model.engine, &tokens, args.ctx, args.chunks, bos, scoring, |_, _, _| {})?;
+    let report = if super::model::is_gguf(&args.model) {
+        // A GGUF file runs in llama.cpp, tokenized by its own metadata, as llama-perplexity does.
+        let lcpp = LlamaCppModel::load(args.model.as_ref(), rayon::current_num_threads())?;
+        let tokens = lcpp.tokenize(&text, lcpp.add_bos())?;
+        let bos = if lcpp.add_bos() { lcpp.bos() } else { None };
+        let logits = |c: &[u32]| lcpp.logits(c);
+        perplexity_with(
+            lcpp.vocab_size(),
+            &tokens,
+            args.ctx,
+            args.chunks,
+            bos,
+            scoring,
+            logits,
+            |_, _, _| {},
+        )?
+    } else {
+        let model = super::model::load(&args.model, args.revision.as_deref(), quiet)?;
+        // As llama.cpp tokenizes the corpus: with special tokens, so BOS leads the stream.
+        let tokens = model.tokenizer.encode_prompt(&text)?;
+        let bos = if model.tokenizer.adds_bos() { model.tokenizer.bos() } else { None };
+        perplexity(&model.engine, &tokens, args.ctx, args.chunks, bos, scoring, |_, _, _| {})?
+    };
     if args.json {
         super::print(&format!("{}\n", serde_json::to_string(&report)?))?;
     } else {

@@ -19,8 +19,10 @@
 //! - [`Engine`] is the native fp32 CPU engine (transformers' eager numerics): a [`Session`] holds
 //!   a KV cache, [`ActivationHook`] sees every linear layer's input, and [`LayerRunner`] runs one
 //!   layer at a time with only that layer's weights in memory.
-//! - [`generate`] decodes greedily or by sampling; [`perplexity`] scores a token stream as
+//! - [`generate()`] decodes greedily or by sampling; [`perplexity()`] scores a token stream as
 //!   llama.cpp's perplexity tool does.
+//! - [`gguf::GgufFile`] reads GGUF files; [`LlamaCppModel`] runs one through llama.cpp (feature
+//!   `llama-cpp`).
 //!
 //! # Example
 //! ```no_run
@@ -64,7 +66,7 @@ pub use crate::{
     generate::{Generation, Sampling, argmax, generate, generate_timed, stop_tokens},
     llamacpp::LlamaCppModel,
     naming::{ExpectedTensor, Linear, TensorRole, TensorSlice},
-    perplexity::{PerplexityReport, Scoring, log_prob, perplexity},
+    perplexity::{PerplexityReport, Scoring, log_prob, perplexity, perplexity_with},
     safetensors::{SafetensorsFile, TensorInfo},
     spec::{Architecture, Biases, DecoderSpec, Rope, RopeScaling, SlidingWindow},
     tokenizer::{Tokenizer, TokenizerSummary},

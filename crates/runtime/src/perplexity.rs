@@ -42,8 +42,8 @@ pub fn log_prob(logits: &[f32], target: u32) -> f64 {
     logits[target as usize] as f64 - max - sum.ln()
 }
 
-/// Scores `tokens` in chunks of `ctx` (at most `max_chunks`), calling `each` with
-/// `(chunk, position, log-probability of the next token)` for every scored position.
+/// Scores `tokens` in chunks of `ctx` (at most `max_chunks`) on the native engine, calling `each`
+/// with `(chunk, position, log-probability of the next token)` for every scored position.
 pub fn perplexity(
     engine: &Engine,
     tokens: &[u32],
@@ -51,6 +51,27 @@ pub fn perplexity(
     max_chunks: Option<usize>,
     bos: Option<u32>,
     scoring: Scoring,
+    each: impl FnMut(usize, usize, f64),
+) -> Result<PerplexityReport, Error> {
+    let mut session = engine.session(ctx);
+    let logits = |chunk: &[u32]| -> Result<Vec<f32>, Error> {
+        session.reset();
+        Ok(session.forward(chunk, Logits::All)?.to_vec())
+    };
+    perplexity_with(engine.spec().vocab_size, tokens, ctx, max_chunks, bos, scoring, logits, each)
+}
+
+/// As [`perplexity`], with any model that returns the logits of every position of a chunk
+/// (`[ctx, vocab]`, fresh context per call): the llama.cpp and ONNX Runtime backends use it.
+#[allow(clippy::too_many_arguments)]
+pub fn perplexity_with(
+    vocab: usize,
+    tokens: &[u32],
+    ctx: usize,
+    max_chunks: Option<usize>,
+    bos: Option<u32>,
+    scoring: Scoring,
+    mut logits_of: impl FnMut(&[u32]) -> Result<Vec<f32>, Error>,
     mut each: impl FnMut(usize, usize, f64),
 ) -> Result<PerplexityReport, Error> {
     if ctx < 4 {
@@ -71,12 +92,10 @@ pub fn perplexity(
             expected: format!("at least one chunk of {ctx} tokens"),
         });
     }
-    let vocab = engine.spec().vocab_size;
     let first = match scoring {
         Scoring::SecondHalf => ctx / 2,
         Scoring::FullWindow => 0,
     };
-    let mut session = engine.session(ctx);
     let mut chunk_tokens = vec![0u32; ctx];
     let (mut nll_sum, mut scored) = (0f64, 0usize);
     for c in 0..chunks {
@@ -84,8 +103,10 @@ pub fn perplexity(
         if let Some(b) = bos {
             chunk_tokens[0] = b;
         }
-        session.reset();
-        let logits = session.forward(&chunk_tokens, Logits::All)?;
+        let logits = logits_of(&chunk_tokens)?;
+        if logits.len() != ctx * vocab {
+            return Err(Error::ContextFull { needed: ctx * vocab, capacity: logits.len() });
+        }
         for j in first..ctx - 1 {
             let lp = log_prob(&logits[j * vocab..(j + 1) * vocab], chunk_tokens[j + 1]);
             each(c, j, lp);

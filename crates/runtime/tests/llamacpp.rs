@@ -168,18 +168,15 @@ fn llamacpp_refuses_broken_files() {
 }
 
 #[test]
-#[ignore]
-fn tmp_timing() {
+fn llamacpp_runs_on_several_threads_at_once() {
     let Some(model) = model() else { return };
-    let t: Vec<u32> = (0..512u32).map(|i| 100 + i % 1000).collect();
-    let s = std::time::Instant::now();
-    model.logits(&t).unwrap();
-    let a = s.elapsed();
-    let s = std::time::Instant::now();
-    model.generate_greedy(&t[..8], 64, &[]).unwrap();
-    let b = s.elapsed();
-    let s = std::time::Instant::now();
-    model.logits(&t[..5]).unwrap();
-    let c = s.elapsed();
-    panic!("512-token logits {a:?}, 64 generated {b:?}, 5-token logits {c:?}");
+    let prompt = model.tokenize(PROMPT, false).unwrap();
+    let alone = model.generate_greedy(&prompt, 4, &[]).unwrap();
+    std::thread::scope(|s| {
+        let runs: Vec<_> =
+            (0..3).map(|_| s.spawn(|| model.generate_greedy(&prompt, 4, &[]).unwrap())).collect();
+        for run in runs {
+            assert_eq!(run.join().unwrap(), alone);
+        }
+    });
 }

@@ -290,7 +290,12 @@ impl Model {
             .with_n_threads(self.threads)
             .with_n_threads_batch(self.threads)
             .with_embeddings(false)
-            .with_no_perf(true);
+            .with_no_perf(true)
+            // Keys and values in f32 and no flash attention: verification compares the
+            // artefact's weights, so the cache must not add f16 rounding of its own.
+            .with_type_k(llama_cpp_2::context::params::KvCacheType::F32)
+            .with_type_v(llama_cpp_2::context::params::KvCacheType::F32)
+            .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED);
         let _guard = self.context_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let (ctx, logged) = log::capture(|| self.model.new_context(self.backend, params));
         ctx.map_err(|e| {
