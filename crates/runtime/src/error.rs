@@ -172,6 +172,18 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Generation was asked to continue an empty prompt.
+    pub(crate) fn empty_prompt() -> Error {
+        Error::InvalidField {
+            path: "prompt".into(),
+            field: "prompt".into(),
+            value: "empty".into(),
+            expected: "at least one token (a BOS token or some text)".into(),
+        }
+    }
+}
+
 fn found_note(found: &[String]) -> String {
     if found.is_empty() {
         String::new()

@@ -143,12 +143,7 @@ pub fn generate_timed(
 ) -> Result<Generation, Error> {
     let sampling = sampling.validated()?;
     if prompt.is_empty() {
-        return Err(Error::InvalidField {
-            path: "prompt".into(),
-            field: "prompt".into(),
-            value: "empty".into(),
-            expected: "at least one token (a BOS token or some text)".into(),
-        });
+        return Err(Error::empty_prompt());
     }
     let mut session = engine.session(prompt.len() + max_tokens);
     let mut rng = SplitMix(sampling.seed);

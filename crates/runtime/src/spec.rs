@@ -185,6 +185,25 @@ impl DecoderSpec {
         self.num_kv_heads * self.head_dim
     }
 
+    /// LongRoPE's scale of cos and sin: the config's `attention_factor`, else
+    /// `sqrt(1 + ln(max / original) / ln(original))` when the context is extended (transformers'
+    /// `_compute_longrope_parameters`, which llama.cpp's converter writes as
+    /// `rope.scaling.attn_factor`); `None` for other rotary schemes.
+    pub fn longrope_attention_factor(&self) -> Option<f64> {
+        let RopeScaling::LongRope { original_max_position_embeddings, attention_factor, .. } =
+            &self.rope.scaling
+        else {
+            return None;
+        };
+        let orig = *original_max_position_embeddings as f64;
+        let factor = self.max_position_embeddings as f64 / orig;
+        Some(attention_factor.unwrap_or(if factor <= 1.0 {
+            1.0
+        } else {
+            (1.0 + factor.ln() / orig.ln()).sqrt()
+        }))
+    }
+
     /// The context the model was pre-trained with (the LongRoPE or Llama 3 original context, or
     /// the maximum context otherwise).
     pub fn original_context(&self) -> usize {

@@ -151,14 +151,8 @@ pub fn model_keys(spec: &DecoderSpec, name: &str, params: u64, ftype: u32) -> Kv
         kv.push((k("attention.sliding_window"), GgufValue::U32(w.size as u32)));
     }
     match &spec.rope.scaling {
-        RopeScaling::LongRope { original_max_position_embeddings, attention_factor, .. } => {
-            let orig = *original_max_position_embeddings;
-            let factor = spec.max_position_embeddings as f64 / orig as f64;
-            let attn = attention_factor.unwrap_or(if factor <= 1.0 {
-                1.0
-            } else {
-                (1.0 + factor.ln() / (orig as f64).ln()).sqrt()
-            });
+        RopeScaling::LongRope { .. } => {
+            let attn = spec.longrope_attention_factor().expect("a LongRoPE spec");
             kv.push((k("rope.scaling.attn_factor"), GgufValue::F32(attn as f32)));
         }
         RopeScaling::Linear { factor } => {

@@ -74,15 +74,10 @@ impl RopeTables {
                 original_max_position_embeddings,
                 short_mscale,
                 long_mscale,
-                attention_factor,
+                ..
             } => {
                 let orig = *original_max_position_embeddings;
-                let factor = spec.max_position_embeddings as f64 / orig as f64;
-                let default = attention_factor.unwrap_or(if factor <= 1.0 {
-                    1.0
-                } else {
-                    (1.0 + factor.ln() / (orig as f64).ln()).sqrt()
-                });
+                let default = spec.longrope_attention_factor().expect("a LongRoPE spec");
                 let set = |factors: &[f64], mscale: Option<f64>| FactorSet {
                     inv_freq: (0..dim / 2)
                         .map(|i| {

@@ -209,12 +209,7 @@ impl Model {
         stop: &[u32],
     ) -> Result<Vec<u32>, Error> {
         if prompt.is_empty() {
-            return Err(Error::InvalidField {
-                path: "prompt".into(),
-                field: "prompt".into(),
-                value: "empty".into(),
-                expected: "at least one token (a BOS token or some text)".into(),
-            });
+            return Err(Error::empty_prompt());
         }
         let prompt = self.tokens(prompt)?;
         let positions = prompt.len().saturating_add(max_tokens);
