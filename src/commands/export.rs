@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use phiquant_convert::{
-    ArtefactFormat, HubOptions, ModelSource, Origin, Weights, find_target,
+    ArtefactFormat, Origin, Weights, find_target,
     gguf::{GgufScheme, export_gguf},
 };
 use phiquant_quant::BlockFormat;
@@ -66,10 +66,7 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|t| Ok((t.clone(), gguf_scheme(t, args.pure)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let source = ModelSource::parse(&args.model, args.revision.as_deref())?;
-    let mut hub = HubOptions::from_env();
-    hub.progress = !quiet;
-    let resolved = source.resolve(&hub)?;
+    let resolved = super::model::resolve(&args.model, args.revision.as_deref(), quiet)?;
     let ckpt = Checkpoint::open(&resolved.dir)?;
     let name = match &resolved.origin {
         Origin::Hub { repo, .. } => repo.rsplit('/').next().unwrap_or(repo).to_string(),

@@ -16,12 +16,8 @@ use phiquant_runtime::{Sampling, generate_timed, stop_tokens};
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Checkpoint folder, or hub id `org/name`.
-    pub model: String,
-
-    /// Hub branch, tag or commit (default: main; only for hub ids).
-    #[arg(long)]
-    pub revision: Option<String>,
+    #[command(flatten)]
+    pub model: super::model::ModelArg,
 
     /// The prompt text (may be empty: generation then starts from BOS alone).
     #[arg(long, default_value = "")]
@@ -66,10 +62,10 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
         seed: args.seed,
     }
     .validated()?;
-    if super::model::is_gguf(&args.model) {
+    if super::model::is_gguf(&args.model.model) {
         return exec_gguf(&args, &sampling);
     }
-    let model = super::model::load(&args.model, args.revision.as_deref(), quiet)?;
+    let model = super::model::load(&args.model.model, args.model.revision.as_deref(), quiet)?;
     let prompt_ids = model.tokenizer.encode_prompt(&args.prompt)?;
     if prompt_ids.is_empty() {
         anyhow::bail!(
@@ -109,8 +105,10 @@ fn exec_gguf(args: &Args, sampling: &Sampling) -> anyhow::Result<ExitCode> {
             "--temperature: sampling is not supported on GGUF files yet (they run greedily in llama.cpp); use --temperature 0"
         );
     }
-    let lcpp =
-        phiquant_runtime::LlamaCppModel::load(args.model.as_ref(), rayon::current_num_threads())?;
+    let lcpp = phiquant_runtime::LlamaCppModel::load(
+        args.model.model.as_ref(),
+        rayon::current_num_threads(),
+    )?;
     let prompt_ids = lcpp.tokenize(&args.prompt, lcpp.add_bos())?;
     if prompt_ids.is_empty() {
         anyhow::bail!(

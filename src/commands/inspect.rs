@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use phiquant_convert::{HubOptions, ModelSource};
-
 /// Describe a checkpoint and check every tensor against its config
 ///
 /// Reads config.json, opens every safetensors file (sharded checkpoints through
@@ -17,19 +15,8 @@ use phiquant_convert::{HubOptions, ModelSource};
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Checkpoint folder, or hub id `org/name`.
-    ///
-    /// An existing path is read in place. Otherwise `org/name` is downloaded from the Hugging
-    /// Face Hub (HF_ENDPOINT) into the standard cache (HF_HUB_CACHE, else HF_HOME/hub), fetching
-    /// only config, tokenizer and safetensors files; HF_TOKEN authenticates and HF_HUB_OFFLINE=1
-    /// uses the cache alone. Pickle checkpoints (pytorch_model.bin, *.pt) are refused.
-    pub model: String,
-
-    /// Hub branch, tag or commit (default: main).
-    ///
-    /// Only for hub ids; the commit it resolves to is reported.
-    #[arg(long)]
-    pub revision: Option<String>,
+    #[command(flatten)]
+    pub model: super::model::ModelArg,
 
     /// Print one JSON object instead of text.
     ///
@@ -41,10 +28,7 @@ pub struct Args {
 }
 
 pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
-    let source = ModelSource::parse(&args.model, args.revision.as_deref())?;
-    let mut hub = HubOptions::from_env();
-    hub.progress = !quiet;
-    let model = source.resolve(&hub)?;
+    let model = super::model::resolve(&args.model.model, args.model.revision.as_deref(), quiet)?;
     let report = phiquant_convert::inspect(&model)?;
     if args.json {
         super::print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
@@ -66,8 +50,8 @@ mod tests {
             Cli::try_parse_from(["phiquant", "inspect", "org/name", "--revision", "v2", "--json"])
                 .unwrap();
         let Command::Inspect(args) = cli.command else { panic!("not inspect") };
-        assert_eq!(args.model, "org/name");
-        assert_eq!(args.revision.as_deref(), Some("v2"));
+        assert_eq!(args.model.model, "org/name");
+        assert_eq!(args.model.revision.as_deref(), Some("v2"));
         assert!(args.json);
         assert!(Cli::try_parse_from(["phiquant", "inspect"]).is_err());
     }

@@ -18,12 +18,8 @@ use phiquant_runtime::{LlamaCppModel, Scoring, perplexity, perplexity_with};
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Checkpoint folder, or hub id `org/name`.
-    pub model: String,
-
-    /// Hub branch, tag or commit (default: main; only for hub ids).
-    #[arg(long)]
-    pub revision: Option<String>,
+    #[command(flatten)]
+    pub model: super::model::ModelArg,
 
     /// UTF-8 text file to score.
     #[arg(long)]
@@ -50,9 +46,9 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.corpus)
         .with_context(|| format!("reading --corpus {}", args.corpus.display()))?;
     let scoring = if args.full_window { Scoring::FullWindow } else { Scoring::SecondHalf };
-    let report = if super::model::is_gguf(&args.model) {
+    let report = if super::model::is_gguf(&args.model.model) {
         // A GGUF file runs in llama.cpp, tokenized by its own metadata, as llama-perplexity does.
-        let lcpp = LlamaCppModel::load(args.model.as_ref(), rayon::current_num_threads())?;
+        let lcpp = LlamaCppModel::load(args.model.model.as_ref(), rayon::current_num_threads())?;
         let tokens = lcpp.tokenize(&text, lcpp.add_bos())?;
         let bos = if lcpp.add_bos() { lcpp.bos() } else { None };
         let logits = |c: &[u32]| lcpp.logits(c);
@@ -67,7 +63,7 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
             |_, _, _| {},
         )?
     } else {
-        let model = super::model::load(&args.model, args.revision.as_deref(), quiet)?;
+        let model = super::model::load(&args.model.model, args.model.revision.as_deref(), quiet)?;
         // As llama.cpp tokenizes the corpus: with special tokens, so BOS leads the stream.
         let tokens = model.tokenizer.encode_prompt(&text)?;
         let bos = if model.tokenizer.adds_bos() { model.tokenizer.bos() } else { None };
