@@ -12,12 +12,7 @@ pqtest!(gguf_f32_holds_the_checkpoint, |dir, cmd| {
     for name in ["llama", "phi3-longrope", "qwen2"] {
         let model = fixture(name);
         let out = dir.path().join(name);
-        dir.command()
-            .args(["export", "--target", "gguf-f32", "--out"])
-            .arg(&out)
-            .arg("--model")
-            .arg(&model)
-            .stdout();
+        dir.command().export(&model, &out, &["gguf-f32"]).stdout();
         let f = GgufFile::open(&out.join("gguf-f32.gguf")).unwrap();
         let ckpt = Checkpoint::open(&model).unwrap();
         let spec = ckpt.spec();
@@ -61,10 +56,7 @@ pqtest!(gguf_bytes_do_not_depend_on_threads, |dir, cmd| {
         let out = dir.path().join(sub);
         dir.command()
             .env("RAYON_NUM_THREADS", threads)
-            .args(["export", "--target", "gguf-q4_k_m", "--target", "gguf-q8_0", "--out"])
-            .arg(&out)
-            .arg("--model")
-            .arg(&model)
+            .export(&model, &out, &["gguf-q4_k_m", "gguf-q8_0"])
             .stdout();
         (
             std::fs::read(out.join("gguf-q4_k_m.gguf")).unwrap(),
@@ -88,31 +80,14 @@ pqtest!(gguf_export_failures_leave_nothing, |dir, cmd| {
     bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
     std::fs::write(&st, bytes).unwrap();
     let out = dir.path().join("out");
-    let line = cmd
-        .args(["export", "--target", "gguf-q8_0", "--out"])
-        .arg(&out)
-        .arg("--model")
-        .arg(&model)
-        .error_line();
+    let line = cmd.export(&model, &out, &["gguf-q8_0"]).error_line();
     assert!(line.contains("tensor `model.norm.weight`: row 0, column 3 holds NaN"), "{line}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing left in --out");
 
     // An unknown or unimplemented target is refused before any work.
-    let line = dir
-        .command()
-        .args(["export", "--target", "cpu-int4", "--out"])
-        .arg(&out)
-        .arg("--model")
-        .arg(fixture("phi3"))
-        .error_line();
+    let line = dir.command().export(&fixture("phi3"), &out, &["cpu-int4"]).error_line();
     assert!(line.contains("--target cpu-int4: ONNX export is not implemented yet"), "{line}");
-    let line = dir
-        .command()
-        .args(["export", "--target", "gguf-q3", "--out"])
-        .arg(&out)
-        .arg("--model")
-        .arg(fixture("phi3"))
-        .error_line();
+    let line = dir.command().export(&fixture("phi3"), &out, &["gguf-q3"]).error_line();
     assert!(line.contains("--target gguf-q3: unknown target"), "{line}");
 });
 
@@ -127,23 +102,14 @@ pqtest!(gguf_read_only_output_folder, |dir, cmd| {
         crate::util::skip_note("read-only folders are writable for this user (root)");
         return;
     }
-    let line = cmd
-        .args(["export", "--target", "gguf-f16", "--out"])
-        .arg(&out)
-        .arg("--model")
-        .arg(fixture("llama"))
-        .error_line();
+    let line = cmd.export(&fixture("llama"), &out, &["gguf-f16"]).error_line();
     assert!(line.contains("creating"), "{line}");
 });
 
 pqtest!(stories260k_q4_0_pure, |dir, cmd| {
     let Some(model) = shared_model("stories260K") else { return };
     let out = dir.path().join("o");
-    cmd.args(["export", "--target", "gguf-q4_0", "--pure", "--out"])
-        .arg(&out)
-        .arg("--model")
-        .arg(&model)
-        .stdout();
+    cmd.export(&model, &out, &["gguf-q4_0"]).arg("--pure").stdout();
     let f = GgufFile::open(&out.join("gguf-q4_0.gguf")).unwrap();
     // ffn_down rows (172) fit no 32-block: F16; everything else Q4_0, the tied embedding too.
     assert_eq!(f.info("blk.0.ffn_down.weight").unwrap().type_id, 1);
@@ -162,12 +128,7 @@ fn llama_cpp_runs_phiquant_gguf_like_the_engine() {
     let Some(model) = shared_model("stories260K") else { return };
     let dir = crate::util::Dir::new("llama_cpp_runs_phiquant_gguf");
     let out = dir.path().join("o");
-    dir.command()
-        .args(["export", "--target", "gguf-f32", "--out"])
-        .arg(&out)
-        .arg("--model")
-        .arg(&model)
-        .stdout();
+    dir.command().export(&model, &out, &["gguf-f32"]).stdout();
     let lcpp = LlamaCppModel::load(&out.join("gguf-f32.gguf"), 2).unwrap();
     let engine = Engine::load(&Checkpoint::open(&model).unwrap()).unwrap();
     let vocab = engine.spec().vocab_size;
@@ -208,12 +169,7 @@ fn commands_run_gguf_files_in_llama_cpp() {
     let Some(model) = shared_model("stories260K") else { return };
     let dir = crate::util::Dir::new("commands_run_gguf");
     let out = dir.path().join("o");
-    dir.command()
-        .args(["export", "--target", "gguf-q8_0", "--out"])
-        .arg(&out)
-        .arg("--model")
-        .arg(&model)
-        .stdout();
+    dir.command().export(&model, &out, &["gguf-q8_0"]).stdout();
     let gguf = out.join("gguf-q8_0.gguf");
     let v: serde_json::Value = serde_json::from_str(
         &dir.command().arg("generate").arg(&gguf).args(["--max-tokens", "16", "--json"]).stdout(),

@@ -136,7 +136,7 @@ pqtest!(gguf_matches_llama_cpp, |dir, cmd| {
         for (dump, target, pure) in variants {
             let out = dir.path().join(format!("{model}-{dump}"));
             let mut c = dir.command();
-            c.args(["export", "--target", target, "--out"]).arg(&out).arg("--model").arg(&src);
+            c.export(&src, &out, &[target]);
             if pure {
                 c.arg("--pure");
             }

@@ -98,6 +98,15 @@ impl TestCommand {
         self
     }
 
+    /// `export --model MODEL --out OUT --target T ...`.
+    pub fn export(&mut self, model: &Path, out: &Path, targets: &[&str]) -> &mut Self {
+        self.cmd.arg("export").arg("--model").arg(model).arg("--out").arg(out);
+        for t in targets {
+            self.cmd.args(["--target", t]);
+        }
+        self
+    }
+
     pub fn output(&mut self) -> Output {
         self.cmd.output().unwrap()
     }
