@@ -4,21 +4,25 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use phiquant_convert::{
-    ArtefactFormat, Origin, Weights, find_target,
+    Algo, Origin, QuantOverrides, Weights, find_target,
     gguf::{GgufScheme, export_gguf},
+    onnx::{OnnxScheme, export_onnx},
 };
 use phiquant_quant::BlockFormat;
 use phiquant_runtime::Checkpoint;
 
 /// Convert a checkpoint into artefacts for each --target.
 ///
-/// Each target is written into --out: GGUF targets as `<target>.gguf`. Files are written under a
+/// Each target is written into --out: GGUF targets as `<target>.gguf`, ONNX targets as a folder
+/// `<target>/` (model.onnx, model.onnx.data, genai_config.json, tokenizer files) that
+/// onnxruntime-genai loads as it is. Files are written under a
 /// temporary name and renamed when complete, so an interrupted export leaves nothing half-written.
 /// Tensors are read, quantized and written one at a time.
 ///
 /// Examples:
 ///   phiquant export --model ./stories260K --target gguf-q4_0 --target gguf-f16 --out ./out
 ///   phiquant export --model microsoft/Phi-3-mini-4k-instruct --target gguf-q4_k_m --out ./out
+///   phiquant export --model ./Phi-4-mini-instruct --target cpu-int4 --target cuda-fp16 --out ./out
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -42,29 +46,95 @@ pub struct Args {
     /// (without it the output matrix gets 6 bits, and gguf-q4_k_m its full mixture).
     #[arg(long)]
     pub pure: bool,
+
+    /// Int4 ONNX targets: how codes are chosen (default: the target's).
+    #[arg(long, value_enum)]
+    pub algo: Option<AlgoArg>,
+
+    /// Int4 ONNX targets: elements per quantization block along the input dimension (16, 32, 64,
+    /// 128 or 256; default: the target's). A dimension that is not a multiple gets a zero-padded
+    /// last block, as MatMulNBits lays it out.
+    #[arg(long)]
+    pub group_size: Option<usize>,
+
+    /// Int4 ONNX targets: symmetric codes (no zero points; ONNX Runtime's scale = -m/8).
+    #[arg(long, conflicts_with = "asymmetric")]
+    pub symmetric: bool,
+
+    /// Int4 ONNX targets: asymmetric codes with zero points.
+    #[arg(long)]
+    pub asymmetric: bool,
+
+    /// Int4 ONNX targets: MatMulNBits accuracy_level (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8).
+    #[arg(long)]
+    pub accuracy_level: Option<u8>,
 }
 
-fn gguf_scheme(target: &str, pure: bool) -> anyhow::Result<GgufScheme> {
+/// `--algo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AlgoArg {
+    /// Round to nearest (ONNX Runtime's MLAS quantizer).
+    Rtn,
+    /// Activation-aware weight quantization.
+    Awq,
+}
+
+impl Args {
+    fn overrides(&self) -> QuantOverrides {
+        QuantOverrides {
+            algo: self.algo.map(|a| match a {
+                AlgoArg::Rtn => Algo::Rtn,
+                AlgoArg::Awq => Algo::Awq,
+            }),
+            group_size: self.group_size,
+            symmetric: if self.symmetric {
+                Some(true)
+            } else if self.asymmetric {
+                Some(false)
+            } else {
+                None
+            },
+            accuracy_level: self.accuracy_level,
+        }
+    }
+}
+
+/// What one `--target` asks for.
+enum Plan {
+    Gguf(GgufScheme),
+    Onnx(OnnxScheme),
+}
+
+fn plan(target: &str, args: &Args) -> anyhow::Result<Plan> {
     let t = find_target(target)
         .with_context(|| format!("--target {target}: unknown target (see `phiquant targets`)"))?;
-    match (t.format, t.weights) {
-        (ArtefactFormat::Gguf, Weights::Gguf { base, mixture }) => {
-            Ok(GgufScheme { base, q4_k_m: mixture.is_some() && !pure, pure })
+    let weights = t.weights_with(&args.overrides())?;
+    if let Some(scheme) = OnnxScheme::for_target(t, weights) {
+        if args.pure {
+            return Err(phiquant_convert::Error::Target {
+                target: target.into(),
+                reason: "--pure applies to GGUF targets".into(),
+            }
+            .into());
         }
-        _ => Err(phiquant_convert::Error::Target {
-            target: target.into(),
-            reason: "ONNX export is not implemented yet; GGUF targets (gguf-*) are".into(),
-        }
-        .into()),
+        return Ok(Plan::Onnx(scheme));
+    }
+    match weights {
+        Weights::Gguf { base, mixture } => Ok(Plan::Gguf(GgufScheme {
+            base,
+            q4_k_m: mixture.is_some() && !args.pure,
+            pure: args.pure,
+        })),
+        _ => unreachable!("targets are ONNX or GGUF"),
     }
 }
 
 pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
     // Check every target before any work starts.
-    let schemes = args
+    let plans = args
         .targets
         .iter()
-        .map(|t| Ok((t.clone(), gguf_scheme(t, args.pure)?)))
+        .map(|t| Ok((t.clone(), plan(t, &args)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let resolved = super::model::resolve(&args.model, args.revision.as_deref(), quiet)?;
     let ckpt = Checkpoint::open(&resolved.dir)?;
@@ -78,20 +148,35 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating --out {}", args.out.display()))?;
     let mut lines = String::new();
-    for (target, scheme) in schemes {
-        let path = args.out.join(format!("{target}.gguf"));
-        let done = export_gguf(&ckpt, &resolved.dir, &name, &scheme, &path)?;
-        let kind = if scheme.base == BlockFormat::F32 {
-            "f32".to_string()
-        } else {
-            scheme.base.name().to_string()
-        };
-        lines.push_str(&format!(
-            "{target}: {} ({} tensors, {} bytes, {kind})\n",
-            done.path.display(),
-            done.tensors,
-            done.bytes
-        ));
+    for (target, plan) in plans {
+        match plan {
+            Plan::Gguf(scheme) => {
+                let path = args.out.join(format!("{target}.gguf"));
+                let done = export_gguf(&ckpt, &resolved.dir, &name, &scheme, &path)?;
+                let kind = if scheme.base == BlockFormat::F32 {
+                    "f32".to_string()
+                } else {
+                    scheme.base.name().to_string()
+                };
+                lines.push_str(&format!(
+                    "{target}: {} ({} tensors, {} bytes, {kind})\n",
+                    done.path.display(),
+                    done.tensors,
+                    done.bytes
+                ));
+            }
+            Plan::Onnx(scheme) => {
+                let dir = args.out.join(&target);
+                let done = export_onnx(&ckpt, &resolved.dir, &scheme, &dir, &mut |_, _| {})?;
+                lines.push_str(&format!(
+                    "{target}: {} ({} nodes, {} initializers, {} bytes)\n",
+                    done.dir.display(),
+                    done.nodes,
+                    done.initializers,
+                    done.bytes
+                ));
+            }
+        }
     }
     super::print(&lines)?;
     Ok(ExitCode::SUCCESS)

@@ -125,6 +125,9 @@ pub enum Error {
         /// Why it cannot be written.
         reason: String,
     },
+    /// An invariant of phiquant's own code failed (a bug, not bad input).
+    #[error("internal error: {0} (please report this as a phiquant bug)")]
+    Internal(String),
     /// A file-system operation failed.
     #[error("{op} {}: {source}", path.display())]
     Io {

@@ -27,6 +27,7 @@ mod error;
 pub mod gguf;
 mod hub;
 mod inspect;
+pub mod onnx;
 mod source;
 mod target;
 
@@ -36,7 +37,7 @@ pub use crate::{
     inspect::{DtypeUsage, FileReport, INSPECT_SCHEMA_VERSION, InspectReport, RopeReport, inspect},
     source::{ModelSource, Origin, ResolvedModel},
     target::{
-        Algo, ArtefactFormat, GroupFit, TARGETS, Target, TargetFit, Weights, find_target,
-        group_fits, target_fit,
+        Algo, ArtefactFormat, GroupFit, QuantOverrides, TARGETS, Target, TargetFit, Weights,
+        find_target, group_fits, target_fit,
     },
 };

@@ -205,6 +205,84 @@ impl Target {
     }
 }
 
+/// Per-export changes to a target's default weight scheme (`--algo`, `--group-size`,
+/// `--symmetric`/`--asymmetric`, `--accuracy-level`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuantOverrides {
+    /// `--algo`.
+    pub algo: Option<Algo>,
+    /// `--group-size`.
+    pub group_size: Option<usize>,
+    /// `--symmetric` (true) or `--asymmetric` (false).
+    pub symmetric: Option<bool>,
+    /// `--accuracy-level`.
+    pub accuracy_level: Option<u8>,
+}
+
+impl QuantOverrides {
+    /// Whether any override is set.
+    pub fn any(&self) -> bool {
+        *self != QuantOverrides::default()
+    }
+}
+
+impl Target {
+    /// The weight scheme with `overrides` applied; overrides that do not apply to this target's
+    /// weights, and combinations phiquant cannot write, are errors naming the option.
+    pub fn weights_with(&self, overrides: &QuantOverrides) -> Result<Weights, crate::Error> {
+        let refuse = |reason: String| crate::Error::Target { target: self.name.into(), reason };
+        match self.weights {
+            Weights::Int4 { algo, block_size, symmetric, accuracy_level } => {
+                let algo = overrides.algo.unwrap_or(algo);
+                let block_size = overrides.group_size.unwrap_or(block_size);
+                if !MATMUL_NBITS_BLOCK_SIZES.contains(&block_size) {
+                    return Err(refuse(format!(
+                        "--group-size {block_size}: expected one of {MATMUL_NBITS_BLOCK_SIZES:?}"
+                    )));
+                }
+                let accuracy_level = overrides.accuracy_level.unwrap_or(accuracy_level);
+                if accuracy_level > 4 {
+                    return Err(refuse(format!(
+                        "--accuracy-level {accuracy_level}: expected 0 (unset), 1 (fp32), 2 (fp16), \
+                         3 (bf16) or 4 (int8)"
+                    )));
+                }
+                if algo == Algo::Awq {
+                    return Err(refuse(
+                        "AWQ is not implemented yet; pass --algo rtn for round-to-nearest int4"
+                            .into(),
+                    ));
+                }
+                Ok(Weights::Int4 {
+                    algo,
+                    block_size,
+                    symmetric: overrides.symmetric.unwrap_or(symmetric),
+                    accuracy_level,
+                })
+            }
+            Weights::Float { .. } | Weights::Gguf { .. } => {
+                let what = if matches!(self.weights, Weights::Float { .. }) {
+                    "stores float weights"
+                } else {
+                    "has its block layout fixed by the GGUF format"
+                };
+                let given = [
+                    overrides.algo.map(|_| "--algo"),
+                    overrides.group_size.map(|_| "--group-size"),
+                    overrides.symmetric.map(|s| if s { "--symmetric" } else { "--asymmetric" }),
+                    overrides.accuracy_level.map(|_| "--accuracy-level"),
+                ];
+                match given.into_iter().flatten().next() {
+                    Some(opt) => Err(refuse(format!(
+                        "{opt} applies to int4 ONNX targets; this target {what}"
+                    ))),
+                    None => Ok(self.weights),
+                }
+            }
+        }
+    }
+}
+
 /// How well a target fits a model's shapes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetFit {

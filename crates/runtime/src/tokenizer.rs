@@ -174,6 +174,11 @@ impl Tokenizer {
         self.bos
     }
 
+    /// The id of a token given by its text (`</s>`, `<|im_end|>`), if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// Whether encoding a prompt prepends BOS.
     pub fn adds_bos(&self) -> bool {
         self.add_bos

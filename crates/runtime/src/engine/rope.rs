@@ -96,6 +96,38 @@ impl RopeTables {
         }
     }
 
+    /// Half the rotary dimension: the width of one row of [`RopeTables::cos_sin`].
+    pub fn half(&self) -> usize {
+        self.rotary_dim / 2
+    }
+
+    /// Whether there is a second (LongRoPE long) factor set, and from which context length on it
+    /// applies.
+    pub fn long_from(&self) -> Option<usize> {
+        self.long.as_ref().map(|(orig, _)| *orig)
+    }
+
+    /// cos and sin tables `[len][rotary_dim / 2]` (row-major, scale applied) for positions
+    /// `0..len`, of the long factor set when `long` (LongRoPE only) and the short one otherwise;
+    /// the layout of onnxruntime's `cos_cache`/`sin_cache`.
+    pub fn cos_sin(&self, long: bool, len: usize) -> (Vec<f32>, Vec<f32>) {
+        let set = match (&self.long, long) {
+            (Some((_, set)), true) => set,
+            _ => &self.short,
+        };
+        let mut cos = Vec::with_capacity(len * set.inv_freq.len());
+        let mut sin = Vec::with_capacity(len * set.inv_freq.len());
+        for pos in 0..len {
+            let p = pos as f32;
+            for &f in &set.inv_freq {
+                let angle = f * p;
+                cos.push(angle.cos() * set.scale);
+                sin.push(angle.sin() * set.scale);
+            }
+        }
+        (cos, sin)
+    }
+
     /// Precomputed cos and sin for positions `0..capacity` (each factor set).
     pub fn cache(&self, capacity: usize) -> RopeCache {
         let half = self.rotary_dim / 2;
