@@ -12,3 +12,4 @@ mod gguf_interop;
 mod hub;
 mod hub_server;
 mod inspect;
+mod onnx;

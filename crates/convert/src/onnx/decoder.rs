@@ -73,9 +73,23 @@ impl<W: Write> Ctx<'_, W> {
         self.g.node(op, domain, name, inputs, outputs, attrs)
     }
 
-    /// A tensor of the checkpoint as f32.
+    /// A tensor of the checkpoint as f32; NaN or infinity is an error naming the tensor, row and
+    /// column (a float artefact would carry it silently).
     fn tensor_f32(&self, name: &str) -> Result<Vec<f32>, Error> {
-        Ok(self.source.tensor(name)?.to_f32()?)
+        let view = self.source.tensor(name)?;
+        let cols = view.shape.last().copied().unwrap_or(1).max(1);
+        let values = view.to_f32()?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Quantize {
+                tensor: name.to_string(),
+                source: phiquant_quant::Error::NonFinite {
+                    row: i / cols,
+                    col: i % cols,
+                    value: values[i],
+                },
+            });
+        }
+        Ok(values)
     }
 
     /// The rows of projections `parts` of `layer`, stacked (q, k, v order for packed QKV).

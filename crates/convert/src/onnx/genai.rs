@@ -117,7 +117,7 @@ pub fn genai_config(spec: &DecoderSpec, dir: &Path, scheme: &OnnxScheme) -> Resu
         "num_hidden_layers": spec.num_layers,
         "num_key_value_heads": spec.num_kv_heads,
     });
-    if let Some(sw) = spec.sliding_window.filter(|sw| sw.size < spec.max_position_embeddings) {
+    if let Some(sw) = spec.sliding_window {
         decoder["sliding_window"] = json!({
             "window_size": sw.size,
             "slide_key_value_cache": false,
