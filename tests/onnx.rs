@@ -89,12 +89,20 @@ pqtest!(onnx_export_options, |dir, cmd| {
         let line = run(&args).error_line();
         assert!(line.contains(want), "{args:?}: {line}");
     }
-    let line =
-        dir.command().export(&model, &out, &["cpu-fp32"]).args(["--group-size", "32"]).error_line();
-    assert!(line.contains("--group-size applies to int4 ONNX targets"), "{line}");
-    let line =
-        dir.command().export(&model, &out, &["gguf-q4_0"]).args(["--symmetric"]).error_line();
-    assert!(line.contains("has its block layout fixed by the GGUF format"), "{line}");
+    for (target, opt) in [("cpu-fp32", "--group-size"), ("gguf-q4_0", "--symmetric")] {
+        let mut c = dir.command();
+        c.export(&model, &out, &[target]).arg(opt);
+        if opt == "--group-size" {
+            c.arg("32");
+        }
+        let line = c.error_line();
+        assert!(line.contains(&format!("{opt} applies to int4 ONNX targets")), "{line}");
+    }
+    // With several targets, overrides go to the int4 ones.
+    dir.command()
+        .export(&model, &out, &["cpu-int4", "cpu-fp32"])
+        .args(["--group-size", "16"])
+        .stdout();
     let line = dir
         .command()
         .export(&model, &out, &["cpu-int4"])

@@ -13,3 +13,4 @@ mod hub;
 mod hub_server;
 mod inspect;
 mod onnx;
+mod onnx_genai;

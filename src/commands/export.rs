@@ -6,7 +6,7 @@ use anyhow::Context;
 use phiquant_convert::{
     Algo, Origin, QuantOverrides, Weights, find_target,
     gguf::{GgufScheme, export_gguf},
-    onnx::{OnnxScheme, export_onnx},
+    onnx::{OnnxScheme, OnnxWeights, export_onnx},
 };
 use phiquant_quant::BlockFormat;
 use phiquant_runtime::Checkpoint;
@@ -136,6 +136,18 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|t| Ok((t.clone(), plan(t, &args)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(opt) = args.overrides().first_option() {
+        let int4 = plans.iter().any(|(_, p)| {
+            matches!(p, Plan::Onnx(OnnxScheme { weights: OnnxWeights::Int4 { .. }, .. }))
+        });
+        if !int4 {
+            anyhow::bail!(
+                "{opt} applies to int4 ONNX targets (cpu-int4, mobile-int4, cuda-int4, dml-int4); \
+                 none was given (float weights have nothing to override, and GGUF formats fix \
+                 their own blocks)"
+            );
+        }
+    }
     let resolved = super::model::resolve(&args.model, args.revision.as_deref(), quiet)?;
     let ckpt = Checkpoint::open(&resolved.dir)?;
     let name = match &resolved.origin {

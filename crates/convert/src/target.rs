@@ -220,15 +220,23 @@ pub struct QuantOverrides {
 }
 
 impl QuantOverrides {
-    /// Whether any override is set.
-    pub fn any(&self) -> bool {
-        *self != QuantOverrides::default()
+    /// The first override set, as its command-line option (for messages).
+    pub fn first_option(&self) -> Option<&'static str> {
+        [
+            self.algo.map(|_| "--algo"),
+            self.group_size.map(|_| "--group-size"),
+            self.symmetric.map(|s| if s { "--symmetric" } else { "--asymmetric" }),
+            self.accuracy_level.map(|_| "--accuracy-level"),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
     }
 }
 
 impl Target {
-    /// The weight scheme with `overrides` applied; overrides that do not apply to this target's
-    /// weights, and combinations phiquant cannot write, are errors naming the option.
+    /// The weight scheme with `overrides` applied to int4 weights (other weights are returned as
+    /// they are); values phiquant cannot write are errors naming the option.
     pub fn weights_with(&self, overrides: &QuantOverrides) -> Result<Weights, crate::Error> {
         let refuse = |reason: String| crate::Error::Target { target: self.name.into(), reason };
         match self.weights {
@@ -260,25 +268,9 @@ impl Target {
                     accuracy_level,
                 })
             }
-            Weights::Float { .. } | Weights::Gguf { .. } => {
-                let what = if matches!(self.weights, Weights::Float { .. }) {
-                    "stores float weights"
-                } else {
-                    "has its block layout fixed by the GGUF format"
-                };
-                let given = [
-                    overrides.algo.map(|_| "--algo"),
-                    overrides.group_size.map(|_| "--group-size"),
-                    overrides.symmetric.map(|s| if s { "--symmetric" } else { "--asymmetric" }),
-                    overrides.accuracy_level.map(|_| "--accuracy-level"),
-                ];
-                match given.into_iter().flatten().next() {
-                    Some(opt) => Err(refuse(format!(
-                        "{opt} applies to int4 ONNX targets; this target {what}"
-                    ))),
-                    None => Ok(self.weights),
-                }
-            }
+            // Float and GGUF weights have nothing to override: with several targets, the
+            // overrides are for the int4 ones (see `QuantOverrides::first_option`).
+            Weights::Float { .. } | Weights::Gguf { .. } => Ok(self.weights),
         }
     }
 }

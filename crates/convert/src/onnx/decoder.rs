@@ -45,6 +45,18 @@ pub fn rotary_outside(spec: &DecoderSpec, scheme: &OnnxScheme) -> bool {
     scheme.ep == Ep::Dml || !gqa_rotary_supported(spec)
 }
 
+/// The block size used for a matrix with `k` inputs: the scheme's, or for a matrix narrower than
+/// one block the largest power of two (at least 16) that fits in K. ONNX Runtime's MatMulNBits
+/// shape inference rejects a block longer than K ("Incompatible dimensions for matrix
+/// multiplication"; the builder writes such graphs for small models and they fail to load).
+pub fn block_for(k: usize, block_size: usize) -> usize {
+    if k >= block_size {
+        return block_size;
+    }
+    let fits = if k == 0 { 1 } else { 1usize << (usize::BITS - 1 - k.leading_zeros()) };
+    fits.max(16)
+}
+
 /// Everything the layer builders share.
 struct Ctx<'a, W: Write> {
     g: Graph<W>,
@@ -160,25 +172,10 @@ impl<W: Write> Ctx<'_, W> {
                 self.node("MatMul", "", name, &[input, &weight], &[&out], vec![])?;
             }
             OnnxWeights::Int4 { block_size, symmetric, accuracy_level } => {
-                let scale_type = match self.scheme.io {
-                    IoType::F32 => ScaleType::F32,
-                    IoType::F16 => ScaleType::F16,
-                };
-                let quant_err = |source| Error::Quantize { tensor: weight.clone(), source };
-                let nbits =
-                    NBitsScheme::new(4, block_size, symmetric, scale_type).map_err(quant_err)?;
-                let m = Matrix::from_f32(w, n, k).map_err(quant_err)?;
-                let q = quantize_nbits(&m, &nbits).map_err(quant_err)?;
-                let kb = q.k_blocks();
-                let (bq, sc) = (format!("{weight}_Q4"), format!("{weight}_scales"));
-                self.g.initializer(&bq, data_type::UINT8, &[n, kb, nbits.blob_bytes()], &q.b)?;
-                self.g.initializer(&sc, self.io, &[n, kb], &q.scales)?;
+                let block_size = block_for(k, block_size);
+                let (bq, sc, zp) = self.quantize_int4(&weight, w, n, k, block_size, symmetric)?;
                 let mut inputs = vec![input.to_string(), bq, sc];
-                if let Some(zp) = &q.zero_points {
-                    let zn = format!("{weight}_zero_points");
-                    self.g.initializer(&zn, data_type::UINT8, &[n, kb.div_ceil(2)], zp)?;
-                    inputs.push(zn);
-                }
+                inputs.extend(zp);
                 let mut attrs = vec![
                     ("K", Attr::Int(k as i64)),
                     ("N", Attr::Int(n as i64)),
@@ -194,6 +191,40 @@ impl<W: Write> Ctx<'_, W> {
         }
         self.g.value(&out, self.io, self.hidden(n));
         Ok(out)
+    }
+
+    /// Quantizes `w` (`[n, k]`) to int4 `MatMulNBits` initializers `{name}_Q4`, `{name}_scales`
+    /// and (asymmetric) `{name}_zero_points`; returns their names.
+    fn quantize_int4(
+        &mut self,
+        name: &str,
+        w: &[f32],
+        n: usize,
+        k: usize,
+        block_size: usize,
+        symmetric: bool,
+    ) -> Result<(String, String, Option<String>), Error> {
+        let scale_type = match self.scheme.io {
+            IoType::F32 => ScaleType::F32,
+            IoType::F16 => ScaleType::F16,
+        };
+        let quant_err = |source| Error::Quantize { tensor: name.to_string(), source };
+        let nbits = NBitsScheme::new(4, block_size, symmetric, scale_type).map_err(quant_err)?;
+        let m = Matrix::from_f32(w, n, k).map_err(quant_err)?;
+        let q = quantize_nbits(&m, &nbits).map_err(quant_err)?;
+        let kb = q.k_blocks();
+        let (bq, sc) = (format!("{name}_Q4"), format!("{name}_scales"));
+        self.g.initializer(&bq, data_type::UINT8, &[n, kb, nbits.blob_bytes()], &q.b)?;
+        self.g.initializer(&sc, self.io, &[n, kb], &q.scales)?;
+        let zn = match &q.zero_points {
+            Some(zp) => {
+                let zn = format!("{name}_zero_points");
+                self.g.initializer(&zn, data_type::UINT8, &[n, kb.div_ceil(2)], zp)?;
+                Some(zn)
+            }
+            None => None,
+        };
+        Ok((bq, sc, zn))
     }
 
     /// `Add` of a bias initializer `/…/Add` to `input`.
@@ -510,23 +541,52 @@ fn embedding<W: Write>(cx: &mut Ctx<'_, W>) -> Result<String, Error> {
     let b = "/model/embed_tokens";
     let (vocab, hidden) = (spec.vocab_size, spec.hidden_size);
     let out = match (spec.tied_embeddings, cx.scheme.weights) {
-        (true, OnnxWeights::Int4 { block_size, .. }) => {
-            // The lm_head (written later) owns the int4 weights; this reads them as [vocab, K/2].
-            let flat = hidden.div_ceil(block_size) * block_size / 2;
-            let shape_c = format!("/model/constants/INT64/[{vocab}, {flat}]");
+        (true, OnnxWeights::Int4 { block_size, symmetric, .. }) => {
+            // GatherBlockQuantized cannot skip a padded last block: it reads the lm_head's int4
+            // weights only when the hidden size is a whole number of blocks. Otherwise the
+            // embedding gets its own int4 table in the largest block (at least 16) that divides
+            // the hidden size, or stays float when none does.
+            let lm_block = block_for(hidden, block_size);
+            let own_block = (4..=lm_block.trailing_zeros())
+                .rev()
+                .map(|p| 1usize << p)
+                .find(|b| hidden.is_multiple_of(*b));
+            let (weights, block) = if hidden.is_multiple_of(lm_block) {
+                ("lm_head.MatMul.weight".to_string(), lm_block)
+            } else if let Some(block) = own_block {
+                let values = cx.tensor_f32("model.embed_tokens.weight")?;
+                let name = "model.embed_tokens.weight";
+                cx.quantize_int4(name, &values, vocab, hidden, block, symmetric)?;
+                (name.to_string(), block)
+            } else {
+                let values = cx.tensor_f32("model.embed_tokens.weight")?;
+                cx.io_initializer("model.embed_tokens.weight", &[vocab, hidden], &values)?;
+                let out = format!("{b}/Gather/output_0");
+                cx.node(
+                    "Gather",
+                    "",
+                    &format!("{b}/Gather"),
+                    &["model.embed_tokens.weight", "input_ids"],
+                    &[&out],
+                    vec![],
+                )?;
+                cx.g.value(&out, cx.io, cx.hidden(hidden));
+                return Ok(out);
+            };
+            let shape_c = format!("/model/constants/INT64/[{vocab}, {}]", hidden / 2);
             let reshaped = format!("{b}/Reshape/output_0");
             cx.node(
                 "Reshape",
                 "",
                 &format!("{b}/Reshape"),
-                &["lm_head.MatMul.weight_Q4", &shape_c],
+                &[&format!("{weights}_Q4"), &shape_c],
                 &[&reshaped],
                 vec![],
             )?;
             let mut inputs =
-                vec![reshaped.clone(), "input_ids".into(), "lm_head.MatMul.weight_scales".into()];
-            if let OnnxWeights::Int4 { symmetric: false, .. } = cx.scheme.weights {
-                inputs.push("lm_head.MatMul.weight_zero_points".into());
+                vec![reshaped.clone(), "input_ids".into(), format!("{weights}_scales")];
+            if !symmetric {
+                inputs.push(format!("{weights}_zero_points"));
             }
             let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
             let out = format!("{b}/GatherBlockQuantized/output_0");
@@ -538,7 +598,7 @@ fn embedding<W: Write>(cx: &mut Ctx<'_, W>) -> Result<String, Error> {
                 &[&out],
                 vec![
                     ("bits", Attr::Int(4)),
-                    ("block_size", Attr::Int(block_size as i64)),
+                    ("block_size", Attr::Int(block as i64)),
                     ("gather_axis", Attr::Int(0)),
                     ("quantize_axis", Attr::Int(1)),
                 ],
