@@ -10,11 +10,12 @@ use std::{
 };
 
 use phiquant_quant::{ElementType, Matrix, quantize_matrix};
+pub use phiquant_runtime::gguf::permute_qk;
 use phiquant_runtime::{Checkpoint, Dtype, WeightSource};
 
 pub use self::{
     metadata::{arch_name, file_type, general_name, model_keys, size_label, tokenizer_keys},
-    plan::{GgufScheme, TensorSource, permute_qk, plan_tensors},
+    plan::{GgufScheme, TensorSource, plan_tensors},
     writer::{PlannedTensor, header_bytes, write_gguf},
 };
 use crate::Error;
@@ -50,7 +51,7 @@ fn tensor_bytes(
                 Dtype::F16 => ElementType::F16,
                 _ => ElementType::Bf16,
             };
-            let m = Matrix::new(view.data, dtype, rows, cols)
+            let m = Matrix::new(&view.data, dtype, rows, cols)
                 .map_err(|source| Error::Quantize { tensor: name.clone(), source })?;
             quantize(&m, name)
         }
