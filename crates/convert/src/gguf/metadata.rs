@@ -166,9 +166,25 @@ pub fn model_keys(spec: &DecoderSpec, name: &str, params: u64, ftype: u32) -> Kv
     kv
 }
 
+/// The regular expressions of every `Split` in a pre-tokenizer configuration, as written (JSON
+/// escapes undone).
+fn split_patterns(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(p)) = m.get("Regex") {
+                out.push(p.clone());
+            }
+            m.values().for_each(|x| split_patterns(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| split_patterns(x, out)),
+        _ => {}
+    }
+}
+
 /// llama.cpp's name for a byte-level BPE pre-tokenizer (`tokenizer.ggml.pre`). llama.cpp's
 /// converter identifies it by hashing the tokenization of a probe text; phiquant recognises the
-/// same families by their `pre_tokenizer` configuration in tokenizer.json.
+/// same families by their `pre_tokenizer` configuration in tokenizer.json (the GGUF reader in
+/// `phiquant_runtime::gguf` rebuilds each of these names).
 fn pre_tokenizer_name(tok: &Value) -> &'static str {
     let pre = &tok["pre_tokenizer"];
     let text = pre.to_string();
@@ -178,10 +194,13 @@ fn pre_tokenizer_name(tok: &Value) -> &'static str {
         // SmolLM and SmolLM2: individual digits, then GPT-2 byte-level.
         return "smollm";
     }
-    if text.contains("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?") {
+    let mut patterns = Vec::new();
+    split_patterns(pre, &mut patterns);
+    let has = |needle: &str| patterns.iter().any(|p| p.contains(needle));
+    if has(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?") {
         return "qwen2";
     }
-    if text.contains("\\p{N}{1,3}") {
+    if has(r"\p{N}{1,3}") {
         return "llama-bpe";
     }
     "default"
@@ -319,6 +338,29 @@ pub fn tokenizer_keys(dir: &Path, spec: &DecoderSpec) -> Result<Kv, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pre_tokenizer_names() {
+        let split = |pattern: &str| {
+            serde_json::json!({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated"},
+                {"type": "ByteLevel", "use_regex": false},
+            ]}})
+        };
+        let qwen2 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+        assert_eq!(pre_tokenizer_name(&split(qwen2)), "qwen2");
+        assert_eq!(
+            pre_tokenizer_name(&split(&qwen2.replace(r"\p{N}|", r"\p{N}{1,3}|"))),
+            "llama-bpe"
+        );
+        let smollm = serde_json::json!({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, {"type": "ByteLevel"}]}});
+        assert_eq!(pre_tokenizer_name(&smollm), "smollm");
+        assert_eq!(
+            pre_tokenizer_name(&serde_json::json!({"pre_tokenizer": {"type": "ByteLevel"}})),
+            "default"
+        );
+    }
 
     #[test]
     fn names_and_size_labels_as_gguf_py() {
