@@ -4,25 +4,29 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use phiquant_convert::{
-    ArtefactFormat, Origin, Weights, find_target,
+    ArtefactFormat, SourceModel, Weights, find_target,
     gguf::{GgufScheme, export_gguf},
 };
 use phiquant_quant::BlockFormat;
-use phiquant_runtime::Checkpoint;
 
-/// Convert a checkpoint into artefacts for each --target.
+/// Convert a model into artefacts for each --target.
+///
+/// The model is a checkpoint folder, a hub id, or a GGUF file (any type phiquant reads: F32,
+/// F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K), whose weights are dequantized to f32; a GGUF
+/// can so be requantized.
 ///
 /// Each target is written into --out: GGUF targets as `<target>.gguf`. Files are written under a
-/// temporary name and renamed when complete, so an interrupted export leaves nothing half-written.
-/// Tensors are read, quantized and written one at a time.
+/// temporary name and renamed when complete, so an interrupted export leaves nothing
+/// half-written. Tensors are read, converted and written one at a time.
 ///
 /// Examples:
 ///   phiquant export --model ./stories260K --target gguf-q4_0 --target gguf-f16 --out ./out
 ///   phiquant export --model microsoft/Phi-3-mini-4k-instruct --target gguf-q4_k_m --out ./out
+///   phiquant export --model ./model.Q8_0.gguf --target gguf-q4_0 --out ./out
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Checkpoint folder, or hub id `org/name`.
+    /// Checkpoint folder, GGUF file, or hub id `org/name`.
     #[arg(long)]
     pub model: String,
 
@@ -39,17 +43,24 @@ pub struct Args {
     pub out: PathBuf,
 
     /// GGUF: store every quantized tensor in the target's base type, as `llama-quantize --pure`
-    /// (without it the output matrix gets 6 bits, and gguf-q4_k_m its full mixture).
+    /// (without it the output matrix gets 6 bits, and gguf-q4_k_m its full mixture). Other
+    /// targets ignore it.
     #[arg(long)]
     pub pure: bool,
 }
 
-fn gguf_scheme(target: &str, pure: bool) -> anyhow::Result<GgufScheme> {
+/// How one target is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    Gguf(GgufScheme),
+}
+
+fn plan(target: &str, pure: bool) -> anyhow::Result<Plan> {
     let t = find_target(target)
         .with_context(|| format!("--target {target}: unknown target (see `phiquant targets`)"))?;
     match (t.format, t.weights) {
         (ArtefactFormat::Gguf, Weights::Gguf { base, mixture }) => {
-            Ok(GgufScheme { base, q4_k_m: mixture.is_some() && !pure, pure })
+            Ok(Plan::Gguf(GgufScheme { base, q4_k_m: mixture.is_some() && !pure, pure }))
         }
         _ => Err(phiquant_convert::Error::Target {
             target: target.into(),
@@ -61,38 +72,70 @@ fn gguf_scheme(target: &str, pure: bool) -> anyhow::Result<GgufScheme> {
 
 pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
     // Check every target before any work starts.
-    let schemes = args
+    let plans = args
         .targets
         .iter()
-        .map(|t| Ok((t.clone(), gguf_scheme(t, args.pure)?)))
+        .map(|t| Ok((t.clone(), plan(t, args.pure)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let resolved = super::model::resolve(&args.model, args.revision.as_deref(), quiet)?;
-    let ckpt = Checkpoint::open(&resolved.dir)?;
-    let name = match &resolved.origin {
-        Origin::Hub { repo, .. } => repo.rsplit('/').next().unwrap_or(repo).to_string(),
-        Origin::Local { path } => std::fs::canonicalize(path)
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "model".into()),
-    };
+    let model = SourceModel::open(&resolved)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating --out {}", args.out.display()))?;
     let mut lines = String::new();
-    for (target, scheme) in schemes {
-        let path = args.out.join(format!("{target}.gguf"));
-        let done = export_gguf(&ckpt, &resolved.dir, &name, &scheme, &path)?;
-        let kind = if scheme.base == BlockFormat::F32 {
-            "f32".to_string()
-        } else {
-            scheme.base.name().to_string()
+    for (target, plan) in plans {
+        let line = match plan {
+            Plan::Gguf(scheme) => {
+                let done = export_gguf(&model, &scheme, &args.out.join(format!("{target}.gguf")))?;
+                let kind = if scheme.base == BlockFormat::F32 {
+                    "f32".to_string()
+                } else {
+                    scheme.base.name().to_string()
+                };
+                format!(
+                    "{target}: {} ({} tensors, {} bytes, {kind})\n",
+                    done.path.display(),
+                    done.tensors,
+                    done.bytes
+                )
+            }
         };
-        lines.push_str(&format!(
-            "{target}: {} ({} tensors, {} bytes, {kind})\n",
-            done.path.display(),
-            done.tensors,
-            done.bytes
-        ));
+        lines.push_str(&line);
     }
     super::print(&lines)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::commands::{Cli, Command};
+
+    #[test]
+    fn parses_export_flags_and_plans_targets() {
+        let cli = Cli::try_parse_from([
+            "phiquant",
+            "export",
+            "--model",
+            "m.gguf",
+            "--target",
+            "gguf-q8_0",
+            "--target",
+            "gguf-q4_k_m",
+            "--out",
+            "o",
+            "--pure",
+        ])
+        .unwrap();
+        let Command::Export(args) = cli.command else { panic!("not export") };
+        assert_eq!(args.targets, ["gguf-q8_0", "gguf-q4_k_m"]);
+        assert!(args.pure);
+        assert_eq!(
+            plan("gguf-q4_k_m", true).unwrap(),
+            Plan::Gguf(GgufScheme { base: BlockFormat::Q4K, q4_k_m: false, pure: true })
+        );
+        assert!(plan("cpu-int4", false).unwrap_err().to_string().contains("ONNX export"));
+        assert!(plan("gguf-q3", false).unwrap_err().to_string().contains("unknown target"));
+    }
 }

@@ -48,6 +48,5 @@ pub fn load(model: &str, revision: Option<&str>, quiet: bool) -> anyhow::Result<
 
 /// Whether `model` names a GGUF file (run through llama.cpp rather than the native engine).
 pub fn is_gguf(model: &str) -> bool {
-    let p = std::path::Path::new(model);
-    p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    phiquant_convert::is_gguf_file(std::path::Path::new(model))
 }

@@ -2,10 +2,10 @@
 //! `set_gguf_parameters`, `set_vocab`; key names from `gguf-py/gguf/constants.py`): general keys,
 //! the architecture's hyper-parameters, and the tokenizer from `tokenizer.json`.
 
-use std::{collections::BTreeMap, path::Path};
+use std::collections::BTreeMap;
 
 use phiquant_quant::BlockFormat;
-use phiquant_runtime::{Architecture, DecoderSpec, RopeScaling, gguf::GgufValue};
+use phiquant_runtime::{Architecture, AuxFiles, DecoderSpec, RopeScaling, gguf::GgufValue};
 use serde_json::Value;
 
 use crate::Error;
@@ -37,20 +37,6 @@ pub fn file_type(base: BlockFormat, q4_k_m: bool) -> u32 {
         (BlockFormat::Q6K, _) => 18,
         _ => 0,
     }
-}
-
-fn read_json(path: &Path) -> Result<Option<Value>, Error> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        op: "reading",
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|source| phiquant_runtime::Error::Json { path: path.to_path_buf(), source }.into())
 }
 
 /// `general.name` from a folder or repository name, as gguf-py's `Metadata` heuristics make it
@@ -110,14 +96,15 @@ pub fn size_label(params: u64) -> String {
     format!("{scaled:.fix$}{suffix}")
 }
 
-/// The hyper-parameter keys of `spec` for llama.cpp's architecture.
+/// The hyper-parameter keys of `spec` for llama.cpp's architecture; `name` is `general.name` as
+/// written (see [`general_name`]).
 pub fn model_keys(spec: &DecoderSpec, name: &str, params: u64, ftype: u32) -> Kv {
     let a = arch_name(spec.architecture);
     let k = |key: &str| format!("{a}.{key}");
     let mut kv: Kv = vec![
         ("general.architecture".into(), GgufValue::String(a.into())),
         ("general.type".into(), GgufValue::String("model".into())),
-        ("general.name".into(), GgufValue::String(general_name(name))),
+        ("general.name".into(), GgufValue::String(name.into())),
         ("general.size_label".into(), GgufValue::String(size_label(params))),
         (k("block_count"), GgufValue::U32(spec.num_layers as u32)),
         (k("context_length"), GgufValue::U32(spec.max_position_embeddings as u32)),
@@ -206,15 +193,16 @@ fn pre_tokenizer_name(tok: &Value) -> &'static str {
     "default"
 }
 
-/// The tokenizer keys from `dir/tokenizer.json` (and `tokenizer_config.json`): SentencePiece-style
-/// BPE with byte fallback becomes `tokenizer.ggml.model = "llama"`, byte-level BPE `"gpt2"`.
-pub fn tokenizer_keys(dir: &Path, spec: &DecoderSpec) -> Result<Kv, Error> {
-    let path = dir.join("tokenizer.json");
-    let tok = read_json(&path)?.ok_or_else(|| phiquant_runtime::Error::Tokenizer {
+/// The tokenizer keys from `tokenizer.json` (and `tokenizer_config.json`) in `files`:
+/// SentencePiece-style BPE with byte fallback becomes `tokenizer.ggml.model = "llama"`,
+/// byte-level BPE `"gpt2"`.
+pub fn tokenizer_keys(files: &AuxFiles, spec: &DecoderSpec) -> Result<Kv, Error> {
+    let path = files.path_of("tokenizer.json");
+    let tok = files.json("tokenizer.json")?.ok_or_else(|| phiquant_runtime::Error::Tokenizer {
         path: path.clone(),
         message: "no tokenizer.json: a GGUF needs the tokenizer".into(),
     })?;
-    let config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
+    let config = files.json("tokenizer_config.json")?.unwrap_or(Value::Null);
     let model = &tok["model"];
     let bad = |what: &str| phiquant_runtime::Error::Tokenizer {
         path: path.clone(),
