@@ -6,23 +6,26 @@ use anyhow::Context;
 use phiquant_convert::{
     ArtefactFormat, SourceModel, Weights, find_target,
     gguf::{GgufScheme, export_gguf},
+    hf::export_hf,
 };
 use phiquant_quant::BlockFormat;
 
 /// Convert a model into artefacts for each --target.
 ///
 /// The model is a checkpoint folder, a hub id, or a GGUF file (any type phiquant reads: F32,
-/// F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K), whose weights are dequantized to f32; a GGUF
-/// can so be requantized.
+/// F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K), whose weights are dequantized to f32 and whose
+/// tokenizer is rebuilt from its metadata; a GGUF can so be requantized or written back as a
+/// Hugging Face folder.
 ///
-/// Each target is written into --out: GGUF targets as `<target>.gguf`. Files are written under a
-/// temporary name and renamed when complete, so an interrupted export leaves nothing
-/// half-written. Tensors are read, converted and written one at a time.
+/// Each target is written into --out: GGUF targets as `<target>.gguf`, Hugging Face targets
+/// (hf-f16, hf-bf16) as a folder `<target>/`. Files are written under a temporary name and
+/// renamed when complete, so an interrupted export leaves nothing half-written. Tensors are read,
+/// converted and written one at a time.
 ///
 /// Examples:
 ///   phiquant export --model ./stories260K --target gguf-q4_0 --target gguf-f16 --out ./out
 ///   phiquant export --model microsoft/Phi-3-mini-4k-instruct --target gguf-q4_k_m --out ./out
-///   phiquant export --model ./model.Q8_0.gguf --target gguf-q4_0 --out ./out
+///   phiquant export --model ./model.Q8_0.gguf --target hf-bf16 --target gguf-q4_0 --out ./out
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -53,6 +56,7 @@ pub struct Args {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
     Gguf(GgufScheme),
+    Hf(BlockFormat),
 }
 
 fn plan(target: &str, pure: bool) -> anyhow::Result<Plan> {
@@ -62,9 +66,12 @@ fn plan(target: &str, pure: bool) -> anyhow::Result<Plan> {
         (ArtefactFormat::Gguf, Weights::Gguf { base, mixture }) => {
             Ok(Plan::Gguf(GgufScheme { base, q4_k_m: mixture.is_some() && !pure, pure }))
         }
+        (ArtefactFormat::Hf, Weights::Float { dtype }) => Ok(Plan::Hf(dtype)),
         _ => Err(phiquant_convert::Error::Target {
             target: target.into(),
-            reason: "ONNX export is not implemented yet; GGUF targets (gguf-*) are".into(),
+            reason: "ONNX export is not implemented yet; GGUF targets (gguf-*) and Hugging Face \
+                     folders (hf-*) are"
+                .into(),
         }
         .into()),
     }
@@ -98,6 +105,16 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
                     done.bytes
                 )
             }
+            Plan::Hf(format) => {
+                let done = export_hf(&model, format, &args.out.join(&target))?;
+                format!(
+                    "{target}: {} ({} tensors, {} bytes, {})\n",
+                    done.path.display(),
+                    done.tensors,
+                    done.bytes,
+                    format.name().to_ascii_lowercase()
+                )
+            }
         };
         lines.push_str(&line);
     }
@@ -120,7 +137,7 @@ mod tests {
             "--model",
             "m.gguf",
             "--target",
-            "gguf-q8_0",
+            "hf-bf16",
             "--target",
             "gguf-q4_k_m",
             "--out",
@@ -129,13 +146,14 @@ mod tests {
         ])
         .unwrap();
         let Command::Export(args) = cli.command else { panic!("not export") };
-        assert_eq!(args.targets, ["gguf-q8_0", "gguf-q4_k_m"]);
+        assert_eq!(args.targets, ["hf-bf16", "gguf-q4_k_m"]);
         assert!(args.pure);
+        assert_eq!(plan("hf-bf16", true).unwrap(), Plan::Hf(BlockFormat::Bf16));
         assert_eq!(
             plan("gguf-q4_k_m", true).unwrap(),
             Plan::Gguf(GgufScheme { base: BlockFormat::Q4K, q4_k_m: false, pure: true })
         );
         assert!(plan("cpu-int4", false).unwrap_err().to_string().contains("ONNX export"));
-        assert!(plan("gguf-q3", false).unwrap_err().to_string().contains("unknown target"));
+        assert!(plan("hf-f8", false).unwrap_err().to_string().contains("unknown target"));
     }
 }

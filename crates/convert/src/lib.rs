@@ -10,7 +10,7 @@
 //!   [`ResolvedModel`], downloading through [`HubOptions`] (the `HF_*` environment) when needed.
 //! - [`SourceModel::open`] opens it for export: weights under Hugging Face names, the model's
 //!   spec, and its tokenizer files, whether it came as a folder or a GGUF file.
-//! - [`gguf::export_gguf`] writes GGUF targets.
+//! - [`gguf::export_gguf`] writes GGUF targets, [`hf::export_hf`] Hugging Face folders.
 //! - [`TARGETS`] lists every target ([`Target`]) and [`target_fit`] says how one fits a model.
 //! - [`inspect`] opens and checks a checkpoint and builds an [`InspectReport`].
 //!
@@ -29,6 +29,7 @@
 
 mod error;
 pub mod gguf;
+pub mod hf;
 mod hub;
 mod inspect;
 mod model;
