@@ -10,7 +10,7 @@ use std::{
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{Error, read_json_file};
+use crate::Error;
 
 const MAX_TOKENIZER_BYTES: u64 = 512 << 20;
 
@@ -128,11 +128,14 @@ impl TokenizerSummary {
     /// Reads `tokenizer.json` (and `tokenizer_config.json` when present) from `dir`; `Ok(None)`
     /// when the folder has no `tokenizer.json`.
     pub fn from_dir(dir: &Path) -> Result<Option<TokenizerSummary>, Error> {
-        let path = dir.join("tokenizer.json");
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let tok = read_json_file(&path, MAX_TOKENIZER_BYTES)?;
+        TokenizerSummary::from_files(&AuxFiles::from_dir(dir)?)
+    }
+
+    /// As [`TokenizerSummary::from_dir`], over files in memory (a folder's, or those rebuilt
+    /// from a GGUF).
+    pub fn from_files(files: &AuxFiles) -> Result<Option<TokenizerSummary>, Error> {
+        let path = files.path_of("tokenizer.json");
+        let Some(tok) = files.json("tokenizer.json")? else { return Ok(None) };
         let model = tok
             .get("model")
             .filter(|m| m.is_object())
@@ -171,17 +174,12 @@ impl TokenizerSummary {
             }
         }
 
-        let config_path = dir.join("tokenizer_config.json");
-        let config = if config_path.is_file() {
-            Some(read_json_file(&config_path, MAX_TOKENIZER_BYTES)?)
-        } else {
-            None
-        };
+        let config = files.json("tokenizer_config.json")?;
         let add_bos_token =
             config.as_ref().and_then(|c| c.get("add_bos_token")).and_then(Value::as_bool);
         let chat_template =
             config.as_ref().and_then(|c| c.get("chat_template")).is_some_and(|t| !t.is_null())
-                || dir.join("chat_template.jinja").is_file();
+                || files.get("chat_template.jinja").is_some();
         Ok(Some(TokenizerSummary {
             kind,
             vocab_size,
