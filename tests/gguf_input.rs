@@ -393,6 +393,17 @@ pqtest!(bad_gguf_input_is_one_line_and_leaves_nothing, |dir, cmd| {
         assert_eq!(std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0), 0, "{line}");
     }
 
+    // A BOS token marked unused (so left out of the rebuilt vocabulary) is odd but not an error.
+    let odd = bad("odd.gguf", &|m| {
+        let (_, GgufValue::Array(_, types)) =
+            m.iter_mut().find(|(k, _)| k == "tokenizer.ggml.token_type").unwrap()
+        else {
+            panic!("token types are an array")
+        };
+        types[1] = GgufValue::I32(5);
+    });
+    dir.command().export(&odd, &dir.path().join("o-odd"), &["hf-f16"]).stdout();
+
     // A byte-level GGUF with a pre-tokenizer phiquant does not rebuild.
     let q = dir.path().join("q");
     export(&dir, &fixture("qwen2"), &q, &["gguf-f16"]);

@@ -17,7 +17,7 @@
 //! tokens, user-defined ones (4) non-special added tokens, unused ones (5, the `[PAD..]` fillers
 //! up to the embedding's rows) are left out, bytes (6) stay in the vocabulary for byte fallback.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 
@@ -150,22 +150,23 @@ fn merge_pair(m: &str) -> Option<[String; 2]> {
     Some([m[..at].to_string(), m[at + 1..].to_string()])
 }
 
-fn template(bos: Option<&str>, eos: Option<&str>, ids: &BTreeMap<&str, u32>) -> Value {
+/// A post-processor that adds `bos` and `eos` (text and id) around each sequence.
+fn template(bos: Option<(&str, u32)>, eos: Option<(&str, u32)>) -> Value {
     let special =
         |t: &str, type_id: u32| json!({ "SpecialToken": { "id": t, "type_id": type_id } });
     let seq = |id: &str, type_id: u32| json!({ "Sequence": { "id": id, "type_id": type_id } });
     let mut single = Vec::new();
     let mut pair = Vec::new();
-    single.extend(bos.map(|b| special(b, 0)));
+    single.extend(bos.map(|b| special(b.0, 0)));
     single.push(seq("A", 0));
-    single.extend(eos.map(|e| special(e, 0)));
+    single.extend(eos.map(|e| special(e.0, 0)));
     pair.extend(single.iter().cloned());
-    pair.extend(bos.map(|b| special(b, 1)));
+    pair.extend(bos.map(|b| special(b.0, 1)));
     pair.push(seq("B", 1));
-    pair.extend(eos.map(|e| special(e, 1)));
+    pair.extend(eos.map(|e| special(e.0, 1)));
     let mut specials = Map::new();
-    for t in [bos, eos].into_iter().flatten() {
-        specials.insert(t.to_string(), json!({ "id": t, "ids": [ids[t]], "tokens": [t] }));
+    for (t, id) in [bos, eos].into_iter().flatten() {
+        specials.insert(t.to_string(), json!({ "id": t, "ids": [id], "tokens": [t] }));
     }
     json!({
         "type": "TemplateProcessing",
@@ -256,11 +257,11 @@ impl AuxFiles {
             Some(v) => return Err(m.invalid(scores_key, v, "an array of floats")),
         };
 
-        let token_of = |key: &str| -> Result<Option<&str>, Error> {
+        let token_of = |key: &str| -> Result<Option<(&str, u32)>, Error> {
             match m.token_id(key)? {
                 None => Ok(None),
                 Some(id) => match tokens.get(id as usize) {
-                    Some(t) => Ok(Some(t.as_str())),
+                    Some(t) => Ok(Some((t.as_str(), id))),
                     None => Err(m.invalid(
                         key,
                         &GgufValue::U32(id),
@@ -273,7 +274,7 @@ impl AuxFiles {
         let eos = token_of("tokenizer.ggml.eos_token_id")?;
         let pad = token_of("tokenizer.ggml.padding_token_id")?;
         let unk = match token_of("tokenizer.ggml.unknown_token_id")? {
-            Some(t) => Some(t),
+            Some((t, _)) => Some(t),
             None => types.iter().position(|&t| t == UNKNOWN).map(|i| tokens[i].as_str()),
         };
         // llama.cpp's defaults when the keys are absent: SentencePiece adds BOS, byte-level BPE
@@ -287,13 +288,12 @@ impl AuxFiles {
         let space_prefix = m.bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(spm);
 
         let mut vocab = Map::new();
-        let mut ids: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut ids: HashSet<&str> = HashSet::new();
         let mut added = Vec::new();
         for (id, (t, &ty)) in tokens.iter().zip(&types).enumerate() {
-            if ty == UNUSED || ids.contains_key(t.as_str()) {
+            if ty == UNUSED || !ids.insert(t.as_str()) {
                 continue;
             }
-            ids.insert(t, id as u32);
             vocab.insert(t.clone(), Value::from(id));
             if matches!(ty, UNKNOWN | CONTROL | USER_DEFINED) {
                 added.push(json!({
@@ -333,7 +333,7 @@ impl AuxFiles {
                 "normalizer": { "type": "Sequence", "normalizers": normalizers },
                 "pre_tokenizer": null,
                 "post_processor": if bos_t.is_some() || eos_t.is_some() {
-                    template(bos_t, eos_t, &ids)
+                    template(bos_t, eos_t)
                 } else {
                     Value::Null
                 },
@@ -381,7 +381,7 @@ impl AuxFiles {
                 "post_processor": if bos_t.is_some() || eos_t.is_some() {
                     json!({
                         "type": "Sequence",
-                        "processors": [post, template(bos_t, eos_t, &ids)],
+                        "processors": [post, template(bos_t, eos_t)],
                     })
                 } else {
                     post
@@ -410,10 +410,10 @@ impl AuxFiles {
         let mut config = json!({
             "add_bos_token": add_bos,
             "add_eos_token": add_eos,
-            "bos_token": bos,
-            "eos_token": eos,
+            "bos_token": bos.map(|b| b.0),
+            "eos_token": eos.map(|e| e.0),
             "unk_token": unk,
-            "pad_token": pad,
+            "pad_token": pad.map(|p| p.0),
             "clean_up_tokenization_spaces": false,
             "model_max_length": spec.max_position_embeddings,
             "tokenizer_class": "PreTrainedTokenizerFast",
