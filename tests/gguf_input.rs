@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use phiquant_convert::gguf::{PlannedTensor, write_gguf};
+use phiquant_convert::gguf::{PlannedTensor, model_keys, tokenizer_keys, write_gguf};
 use phiquant_quant::BlockFormat;
 use phiquant_runtime::{
     AuxFiles, Checkpoint, Engine, Logits, Tokenizer, WeightSource,
@@ -37,8 +37,17 @@ fn corpus(name: &str, max: usize) -> Option<String> {
 /// text) of the checkpoint tokenizer in `original`, on the probes and a few kB of each corpus.
 fn assert_same_tokenizer(original: &Path, gguf: &Path, extra: &[&str]) -> usize {
     let model = GgufModel::open(gguf).unwrap();
-    let spec = model.spec();
-    let aux = AuxFiles::from_gguf(model.file(), spec).unwrap();
+    assert_same_tokenizer_of(original, model.file(), model.spec(), extra)
+}
+
+fn assert_same_tokenizer_of(
+    original: &Path,
+    file: &GgufFile,
+    spec: &phiquant_runtime::DecoderSpec,
+    extra: &[&str],
+) -> usize {
+    let gguf = file.path();
+    let aux = AuxFiles::from_gguf(file, spec).unwrap();
     let rebuilt = Tokenizer::from_files(&aux, spec.bos_token_id).unwrap();
     let theirs = Tokenizer::from_dir(original, spec.bos_token_id).unwrap();
     assert_eq!(rebuilt.bos(), theirs.bos(), "{}", gguf.display());
@@ -90,6 +99,20 @@ pqtest!(rebuilt_tokenizers_give_the_original_ids, |dir, cmd| {
     let config = aux.json("tokenizer_config.json").unwrap().unwrap();
     assert!(config["chat_template"].as_str().unwrap().contains("<|im_start|>"));
     assert_eq!(config["eos_token"], "<|im_end|>");
+
+    // phiquant's own tokenizer keys for SmolLM2 (the shared folder has no weights, so a GGUF of
+    // metadata alone): read back, they give the original ids too.
+    let spec = phiquant_runtime::DecoderSpec::from_config_file(&smol.join("config.json")).unwrap();
+    let mut metadata = model_keys(&spec, "SmolLM2", 0, 0);
+    metadata.extend(tokenizer_keys(&AuxFiles::from_dir(&smol).unwrap(), &spec).unwrap());
+    let path = dir.path().join("smollm2-keys.gguf");
+    let mut out = std::fs::File::create(&path).unwrap();
+    write_gguf::<_, std::io::Error>(&mut out, &metadata, &[], 32, |_, _| Ok(Vec::new())).unwrap();
+    drop(out);
+    let file = GgufFile::open(&path).unwrap();
+    assert_eq!(file.get("tokenizer.ggml.pre").and_then(GgufValue::as_str), Some("smollm"));
+    let n = assert_same_tokenizer_of(&smol, &file, &spec, &chat);
+    note(&format!("SmolLM2 (phiquant's tokenizer keys): {n} tokens identical"));
     let _ = cmd;
 });
 
