@@ -185,7 +185,7 @@ pqtest!(targets_lists_every_target, |dir, cmd| {
     let dml = json.as_array().unwrap().iter().find(|t| t["name"] == "dml-int4").unwrap();
     assert_eq!(dml["weights"]["algo"], "awq");
     assert_eq!(dml["weights"]["block_size"], 128);
-    assert_eq!(json.as_array().unwrap().len(), 12);
+    assert_eq!(json.as_array().unwrap().len(), 14);
 });
 
 pqtest!(closed_stdout_is_not_an_error, |dir, cmd| {

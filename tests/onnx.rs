@@ -68,7 +68,7 @@ pqtest!(onnx_export_replaces_an_earlier_artefact, |dir, cmd| {
 pqtest!(onnx_export_options, |dir, cmd| {
     let out = dir.path().join("out");
     let model = fixture("phi3");
-    let mut run = |extra: &[&str]| {
+    let run = |extra: &[&str]| {
         let mut c = dir.command();
         c.export(&model, &out, &["cpu-int4"]).args(extra);
         c
@@ -83,7 +83,6 @@ pqtest!(onnx_export_options, |dir, cmd| {
     for (args, want) in [
         (vec!["--group-size", "48"], "--target cpu-int4: --group-size 48: expected one of"),
         (vec!["--accuracy-level", "7"], "--target cpu-int4: --accuracy-level 7: expected 0"),
-        (vec!["--pure"], "--target cpu-int4: --pure applies to GGUF targets"),
         (vec!["--algo", "awq"], "--target cpu-int4: AWQ is not implemented yet"),
     ] {
         let line = run(&args).error_line();

@@ -8,6 +8,7 @@ mod bad_input;
 mod engine;
 mod fixtures;
 mod gguf;
+mod gguf_input;
 mod gguf_interop;
 mod hub;
 mod hub_server;

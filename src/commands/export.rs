@@ -4,29 +4,36 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use phiquant_convert::{
-    Algo, Origin, QuantOverrides, Weights, find_target,
+    Algo, ArtefactFormat, QuantOverrides, SourceModel, Weights, find_target,
     gguf::{GgufScheme, export_gguf},
+    hf::export_hf,
     onnx::{OnnxScheme, OnnxWeights, export_onnx},
 };
 use phiquant_quant::BlockFormat;
-use phiquant_runtime::Checkpoint;
 
-/// Convert a checkpoint into artefacts for each --target.
+/// Convert a model into artefacts for each --target.
+///
+/// The model is a checkpoint folder, a hub id, or a GGUF file (any type phiquant reads: F32,
+/// F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K), whose weights are dequantized to f32 and whose
+/// tokenizer is rebuilt from its metadata; a GGUF can so be requantized or written back as a
+/// Hugging Face folder.
 ///
 /// Each target is written into --out: GGUF targets as `<target>.gguf`, ONNX targets as a folder
 /// `<target>/` (model.onnx, model.onnx.data, genai_config.json, tokenizer files) that
-/// onnxruntime-genai loads as it is. Files are written under a
-/// temporary name and renamed when complete, so an interrupted export leaves nothing half-written.
-/// Tensors are read, quantized and written one at a time.
+/// onnxruntime-genai loads as it is, Hugging Face targets (hf-f16, hf-bf16) as a folder
+/// `<target>/`. Files are written under a temporary name and
+/// renamed when complete, so an interrupted export leaves nothing half-written. Tensors are read,
+/// converted and written one at a time.
 ///
 /// Examples:
 ///   phiquant export --model ./stories260K --target gguf-q4_0 --target gguf-f16 --out ./out
 ///   phiquant export --model microsoft/Phi-3-mini-4k-instruct --target gguf-q4_k_m --out ./out
+///   phiquant export --model ./model.Q8_0.gguf --target hf-bf16 --target gguf-q4_0 --out ./out
 ///   phiquant export --model ./Phi-4-mini-instruct --target cpu-int4 --target cuda-fp16 --out ./out
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Checkpoint folder, or hub id `org/name`.
+    /// Checkpoint folder, GGUF file, or hub id `org/name`.
     #[arg(long)]
     pub model: String,
 
@@ -43,7 +50,8 @@ pub struct Args {
     pub out: PathBuf,
 
     /// GGUF: store every quantized tensor in the target's base type, as `llama-quantize --pure`
-    /// (without it the output matrix gets 6 bits, and gguf-q4_k_m its full mixture).
+    /// (without it the output matrix gets 6 bits, and gguf-q4_k_m its full mixture). Other
+    /// targets ignore it.
     #[arg(long)]
     pub pure: bool,
 
@@ -99,9 +107,11 @@ impl Args {
     }
 }
 
-/// What one `--target` asks for.
+/// How one target is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
     Gguf(GgufScheme),
+    Hf(BlockFormat),
     Onnx(OnnxScheme),
 }
 
@@ -110,22 +120,16 @@ fn plan(target: &str, args: &Args) -> anyhow::Result<Plan> {
         .with_context(|| format!("--target {target}: unknown target (see `phiquant targets`)"))?;
     let weights = t.weights_with(&args.overrides())?;
     if let Some(scheme) = OnnxScheme::for_target(t, weights) {
-        if args.pure {
-            return Err(phiquant_convert::Error::Target {
-                target: target.into(),
-                reason: "--pure applies to GGUF targets".into(),
-            }
-            .into());
-        }
         return Ok(Plan::Onnx(scheme));
     }
-    match weights {
-        Weights::Gguf { base, mixture } => Ok(Plan::Gguf(GgufScheme {
+    match (t.format, weights) {
+        (ArtefactFormat::Gguf, Weights::Gguf { base, mixture }) => Ok(Plan::Gguf(GgufScheme {
             base,
             q4_k_m: mixture.is_some() && !args.pure,
             pure: args.pure,
         })),
-        _ => unreachable!("targets are ONNX or GGUF"),
+        (ArtefactFormat::Hf, Weights::Float { dtype }) => Ok(Plan::Hf(dtype)),
+        _ => unreachable!("every target is ONNX, GGUF or a Hugging Face folder"),
     }
 }
 
@@ -149,47 +153,85 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
         }
     }
     let resolved = super::model::resolve(&args.model, args.revision.as_deref(), quiet)?;
-    let ckpt = Checkpoint::open(&resolved.dir)?;
-    let name = match &resolved.origin {
-        Origin::Hub { repo, .. } => repo.rsplit('/').next().unwrap_or(repo).to_string(),
-        Origin::Local { path } => std::fs::canonicalize(path)
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "model".into()),
-    };
+    let model = SourceModel::open(&resolved)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating --out {}", args.out.display()))?;
     let mut lines = String::new();
     for (target, plan) in plans {
-        match plan {
+        let line = match plan {
             Plan::Gguf(scheme) => {
-                let path = args.out.join(format!("{target}.gguf"));
-                let done = export_gguf(&ckpt, &resolved.dir, &name, &scheme, &path)?;
+                let done = export_gguf(&model, &scheme, &args.out.join(format!("{target}.gguf")))?;
                 let kind = if scheme.base == BlockFormat::F32 {
                     "f32".to_string()
                 } else {
                     scheme.base.name().to_string()
                 };
-                lines.push_str(&format!(
+                format!(
                     "{target}: {} ({} tensors, {} bytes, {kind})\n",
                     done.path.display(),
                     done.tensors,
                     done.bytes
-                ));
+                )
             }
             Plan::Onnx(scheme) => {
-                let dir = args.out.join(&target);
-                let done = export_onnx(&ckpt, &resolved.dir, &scheme, &dir, &mut |_, _| {})?;
-                lines.push_str(&format!(
+                let done = export_onnx(&model, &scheme, &args.out.join(&target), &mut |_, _| {})?;
+                format!(
                     "{target}: {} ({} nodes, {} initializers, {} bytes)\n",
                     done.dir.display(),
                     done.nodes,
                     done.initializers,
                     done.bytes
-                ));
+                )
             }
-        }
+            Plan::Hf(format) => {
+                let done = export_hf(&model, format, &args.out.join(&target))?;
+                format!(
+                    "{target}: {} ({} tensors, {} bytes, {})\n",
+                    done.path.display(),
+                    done.tensors,
+                    done.bytes,
+                    format.name().to_ascii_lowercase()
+                )
+            }
+        };
+        lines.push_str(&line);
     }
     super::print(&lines)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::commands::{Cli, Command};
+
+    #[test]
+    fn parses_export_flags_and_plans_targets() {
+        let cli = Cli::try_parse_from([
+            "phiquant",
+            "export",
+            "--model",
+            "m.gguf",
+            "--target",
+            "hf-bf16",
+            "--target",
+            "gguf-q4_k_m",
+            "--out",
+            "o",
+            "--pure",
+        ])
+        .unwrap();
+        let Command::Export(args) = cli.command else { panic!("not export") };
+        assert_eq!(args.targets, ["hf-bf16", "gguf-q4_k_m"]);
+        assert!(args.pure);
+        assert_eq!(plan("hf-bf16", &args).unwrap(), Plan::Hf(BlockFormat::Bf16));
+        assert_eq!(
+            plan("gguf-q4_k_m", &args).unwrap(),
+            Plan::Gguf(GgufScheme { base: BlockFormat::Q4K, q4_k_m: false, pure: true })
+        );
+        assert!(matches!(plan("cpu-int4", &args).unwrap(), Plan::Onnx(_)));
+        assert!(plan("hf-f8", &args).unwrap_err().to_string().contains("unknown target"));
+    }
 }

@@ -7,11 +7,13 @@ use std::process::ExitCode;
 /// Reads config.json, opens every safetensors file (sharded checkpoints through
 /// model.safetensors.index.json), checks each tensor's name, shape and dtype against the config,
 /// and reports the architecture, parameter count, dimensions, rope, dtypes and bytes, tokenizer,
-/// and how each target and MatMulNBits group size fits the shapes.
+/// and how each target and MatMulNBits group size fits the shapes. A GGUF file is described as
+/// the model phiquant rebuilds from its metadata, with its tensors by llama.cpp type.
 ///
 /// Examples:
 ///   phiquant inspect ./Phi-3-mini-4k-instruct
 ///   phiquant inspect microsoft/Phi-3-mini-4k-instruct --revision main --json
+///   phiquant inspect ./SmolLM2-135M-Instruct.Q4_1.gguf
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {

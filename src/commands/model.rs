@@ -13,12 +13,14 @@ pub struct LoadedModel {
 /// The model a command runs on: a positional folder or hub id, and its revision.
 #[derive(Debug, clap::Args)]
 pub struct ModelArg {
-    /// Checkpoint folder, or hub id `org/name`.
+    /// Checkpoint folder, GGUF file, or hub id `org/name`.
     ///
-    /// An existing path is read in place. Otherwise `org/name` is downloaded from the Hugging
-    /// Face Hub (HF_ENDPOINT) into the standard cache (HF_HUB_CACHE, else HF_HOME/hub), fetching
-    /// only config, tokenizer and safetensors files; HF_TOKEN authenticates and HF_HUB_OFFLINE=1
-    /// uses the cache alone. Pickle checkpoints (pytorch_model.bin, *.pt) are refused.
+    /// An existing path is read in place; a GGUF file runs in llama.cpp (generate, perplexity)
+    /// or is described as the model its metadata defines (inspect). Otherwise `org/name` is
+    /// downloaded from the Hugging Face Hub (HF_ENDPOINT) into the standard cache (HF_HUB_CACHE,
+    /// else HF_HOME/hub), fetching only config, tokenizer and safetensors files; HF_TOKEN
+    /// authenticates and HF_HUB_OFFLINE=1 uses the cache alone. Pickle checkpoints
+    /// (pytorch_model.bin, *.pt) are refused.
     pub model: String,
 
     /// Hub branch, tag or commit (default: main).
@@ -48,6 +50,5 @@ pub fn load(model: &str, revision: Option<&str>, quiet: bool) -> anyhow::Result<
 
 /// Whether `model` names a GGUF file (run through llama.cpp rather than the native engine).
 pub fn is_gguf(model: &str) -> bool {
-    let p = std::path::Path::new(model);
-    p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    phiquant_convert::is_gguf_file(std::path::Path::new(model))
 }

@@ -1,11 +1,16 @@
-//! `phiquant inspect`: what a checkpoint holds and which targets fit it.
+//! `phiquant inspect`: what a checkpoint (or a GGUF file) holds and which targets fit it.
 
 use std::{collections::BTreeMap, fmt};
 
-use phiquant_runtime::{Biases, Checkpoint, Dtype, SlidingWindow, TokenizerSummary, WeightSource};
+use phiquant_runtime::{
+    AuxFiles, Biases, Checkpoint, DecoderSpec, SlidingWindow, TokenizerSummary, WeightSource,
+    gguf::{GgmlType, GgufModel},
+};
 use serde::Serialize;
 
-use crate::{Error, GroupFit, Origin, ResolvedModel, TARGETS, TargetFit, group_fits, target_fit};
+use crate::{
+    Error, GroupFit, ModelKind, Origin, ResolvedModel, TARGETS, TargetFit, group_fits, target_fit,
+};
 
 /// Version of the JSON layout of [`InspectReport`].
 pub const INSPECT_SCHEMA_VERSION: u32 = 1;
@@ -81,8 +86,9 @@ pub struct RopeReport {
 /// Usage of one dtype.
 #[derive(Debug, Clone, Serialize)]
 pub struct DtypeUsage {
-    /// The dtype.
-    pub dtype: Dtype,
+    /// The dtype: a safetensors name (`F32`, `F16`, `BF16`), or for a GGUF file llama.cpp's type
+    /// name (`Q4_K`, `Q6_K`, ...).
+    pub dtype: String,
     /// Tensors stored in it.
     pub tensors: usize,
     /// Their elements.
@@ -100,35 +106,58 @@ pub struct FileReport {
     pub bytes: u64,
 }
 
-/// Opens the checkpoint in `model.dir`, checks it completely and describes it.
+/// Opens the checkpoint in `model.dir` (or the GGUF file), checks it completely and describes
+/// it. A GGUF file is described as the model phiquant rebuilds from it: the spec from its
+/// metadata, the tokenizer from its `tokenizer.ggml.*` keys, and its tensors by llama.cpp type.
 pub fn inspect(model: &ResolvedModel) -> Result<InspectReport, Error> {
-    let ckpt = Checkpoint::open(&model.dir)?;
-    let spec = ckpt.spec();
-    let mut dtypes: BTreeMap<Dtype, DtypeUsage> = BTreeMap::new();
-    for t in ckpt.tensor_infos() {
-        let u = dtypes.entry(t.dtype).or_insert(DtypeUsage {
-            dtype: t.dtype,
+    let mut usage: BTreeMap<String, DtypeUsage> = BTreeMap::new();
+    let mut count = |dtype: &str, numel: u64, bytes: u64| {
+        let u = usage.entry(dtype.to_string()).or_insert(DtypeUsage {
+            dtype: dtype.to_string(),
             tensors: 0,
             parameters: 0,
             bytes: 0,
         });
         u.tensors += 1;
-        u.parameters += t.numel() as u64;
-        u.bytes += t.byte_len();
-    }
-    let files = ckpt
-        .files()
-        .iter()
-        .map(|f| {
-            let name =
-                f.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let bytes = std::fs::metadata(f.path()).map(|m| m.len()).map_err(|source| {
-                Error::Io { op: "reading metadata of", path: f.path().to_path_buf(), source }
-            })?;
-            Ok(FileReport { name, bytes })
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
-    let dtypes: Vec<DtypeUsage> = dtypes.into_values().collect();
+        u.parameters += numel;
+        u.bytes += bytes;
+    };
+    let file_report = |path: &std::path::Path| -> Result<FileReport, Error> {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let bytes = std::fs::metadata(path).map(|m| m.len()).map_err(|source| Error::Io {
+            op: "reading metadata of",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(FileReport { name, bytes })
+    };
+    let (spec, files, ignored, tokenizer): (DecoderSpec, _, _, _) = match model.kind {
+        ModelKind::Checkpoint => {
+            let ckpt = Checkpoint::open(&model.dir)?;
+            for t in ckpt.tensor_infos() {
+                count(t.dtype.name(), t.numel() as u64, t.byte_len());
+            }
+            let files = ckpt
+                .files()
+                .iter()
+                .map(|f| file_report(f.path()))
+                .collect::<Result<Vec<_>, Error>>()?;
+            let tokenizer = TokenizerSummary::from_dir(&model.dir)?;
+            (ckpt.spec().clone(), files, ckpt.ignored().to_vec(), tokenizer)
+        }
+        ModelKind::Gguf => {
+            let gguf = GgufModel::open(&model.dir)?;
+            let file = gguf.file();
+            for t in file.tensors().iter().filter(|t| !t.name.starts_with("rope_factors_")) {
+                count(GgmlType::name_of(t.type_id), t.numel(), t.nbytes);
+            }
+            let aux = AuxFiles::from_gguf(file, gguf.spec())?;
+            let tokenizer = TokenizerSummary::from_files(&aux)?;
+            (gguf.spec().clone(), vec![file_report(&model.dir)?], Vec::new(), tokenizer)
+        }
+    };
+    let spec = &spec;
+    let dtypes: Vec<DtypeUsage> = usage.into_values().collect();
     Ok(InspectReport {
         schema_version: INSPECT_SCHEMA_VERSION,
         source: model.origin.clone(),
@@ -156,8 +185,8 @@ pub fn inspect(model: &ResolvedModel) -> Result<InspectReport, Error> {
         weight_bytes: dtypes.iter().map(|d| d.bytes).sum(),
         dtypes,
         files,
-        ignored_tensors: ckpt.ignored().to_vec(),
-        tokenizer: TokenizerSummary::from_dir(&model.dir)?,
+        ignored_tensors: ignored,
+        tokenizer,
         group_sizes: group_fits(spec),
         targets: TARGETS.iter().map(|t| target_fit(t, spec)).collect(),
     })

@@ -1,12 +1,16 @@
 //! Sources, targets and (from later issues on) the export pipeline and writers of phiquant.
 //!
-//! This crate owns the path from a `--model` argument to artefacts: finding the checkpoint (a
-//! local folder, or a Hugging Face Hub repository fetched into the standard cache), the table of
-//! export targets with their exact weight schemes, and the reports about how a model fits them.
+//! This crate owns the path from a `--model` argument to artefacts: finding the model (a local
+//! checkpoint folder, a GGUF file, or a Hugging Face Hub repository fetched into the standard
+//! cache), the table of export targets with their exact weight schemes, the reports about how a
+//! model fits them, and the writers.
 //!
 //! # Brief overview
 //! - [`ModelSource::parse`] reads `--model`/`--revision`; [`ModelSource::resolve`] returns a
 //!   [`ResolvedModel`], downloading through [`HubOptions`] (the `HF_*` environment) when needed.
+//! - [`SourceModel::open`] opens it for export: weights under Hugging Face names, the model's
+//!   spec, and its tokenizer files, whether it came as a folder or a GGUF file.
+//! - [`gguf::export_gguf`] writes GGUF targets, [`hf::export_hf`] Hugging Face folders.
 //! - [`TARGETS`] lists every target ([`Target`]) and [`target_fit`] says how one fits a model.
 //! - [`inspect`] opens and checks a checkpoint and builds an [`InspectReport`].
 //!
@@ -25,8 +29,10 @@
 
 mod error;
 pub mod gguf;
+pub mod hf;
 mod hub;
 mod inspect;
+mod model;
 pub mod onnx;
 mod source;
 mod target;
@@ -35,7 +41,8 @@ pub use crate::{
     error::Error,
     hub::{AUX_FILES, HubOptions, HubSnapshot, check_revision, fetch, is_repo_id, repo_cache_dir},
     inspect::{DtypeUsage, FileReport, INSPECT_SCHEMA_VERSION, InspectReport, RopeReport, inspect},
-    source::{ModelSource, Origin, ResolvedModel},
+    model::SourceModel,
+    source::{ModelKind, ModelSource, Origin, ResolvedModel, is_gguf_file},
     target::{
         Algo, ArtefactFormat, GroupFit, QuantOverrides, TARGETS, Target, TargetFit, Weights,
         find_target, group_fits, target_fit,

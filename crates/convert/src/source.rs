@@ -1,4 +1,5 @@
-//! Where a model comes from: a local checkpoint folder or a Hugging Face Hub repository.
+//! Where a model comes from: a local checkpoint folder, a local GGUF file, or a Hugging Face Hub
+//! repository.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,8 @@ use crate::{Error, HubOptions, hub};
 pub enum ModelSource {
     /// A folder on disk.
     Local(PathBuf),
+    /// A GGUF file on disk (weights, model description and tokenizer in one file).
+    Gguf(PathBuf),
     /// A hub repository at a revision (branch, tag or commit).
     Hub {
         /// `org/name`.
@@ -42,18 +45,45 @@ pub enum Origin {
     },
 }
 
-/// A model available as a local folder.
+/// What a resolved model's path holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A Hugging Face checkpoint folder: config.json, safetensors weights, tokenizer files.
+    Checkpoint,
+    /// One GGUF file.
+    Gguf,
+}
+
+/// A model available locally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedModel {
-    /// The folder holding config.json, weights and tokenizer files.
+    /// The folder holding config.json, weights and tokenizer files; for a GGUF model
+    /// ([`ModelKind::Gguf`]), the GGUF file itself.
     pub dir: PathBuf,
+    /// Whether `dir` is a checkpoint folder or a GGUF file.
+    pub kind: ModelKind,
     /// Where it came from.
     pub origin: Origin,
 }
 
+/// Whether `path` is a GGUF file: a file named `*.gguf` (any case), or any file that starts with
+/// the GGUF magic.
+pub fn is_gguf_file(path: &Path) -> bool {
+    if !path.is_file() {
+        return false;
+    }
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        return true;
+    }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok_and(|()| magic == phiquant_runtime::gguf::GGUF_MAGIC)
+}
+
 impl ModelSource {
-    /// Interprets `--model` (and `--revision`): an existing path is a local checkpoint; otherwise
-    /// `org/name` is a hub id.
+    /// Interprets `--model` (and `--revision`): an existing folder is a local checkpoint, an
+    /// existing GGUF file a GGUF model; otherwise `org/name` is a hub id.
     pub fn parse(arg: &str, revision: Option<&str>) -> Result<ModelSource, Error> {
         let refuse =
             |reason: &str| Error::ModelArg { arg: arg.to_string(), reason: reason.to_string() };
@@ -72,14 +102,12 @@ impl ModelSource {
                     }
                     .into());
                 }
-                if name.ends_with(".gguf") {
-                    return Err(refuse(
-                        "GGUF input is not supported yet; pass a Hugging Face checkpoint folder \
-                         (config.json + safetensors)",
-                    ));
+                if is_gguf_file(path) {
+                    return Ok(ModelSource::Gguf(path.to_path_buf()));
                 }
                 return Err(refuse(
-                    "is a file; pass the checkpoint folder that holds config.json and the safetensors weights",
+                    "is a file but not a GGUF file; pass a GGUF file or the checkpoint folder that \
+                     holds config.json and the safetensors weights",
                 ));
             }
             return Ok(ModelSource::Local(path.to_path_buf()));
@@ -98,12 +126,19 @@ impl ModelSource {
         match self {
             ModelSource::Local(path) => Ok(ResolvedModel {
                 dir: path.clone(),
+                kind: ModelKind::Checkpoint,
+                origin: Origin::Local { path: path.clone() },
+            }),
+            ModelSource::Gguf(path) => Ok(ResolvedModel {
+                dir: path.clone(),
+                kind: ModelKind::Gguf,
                 origin: Origin::Local { path: path.clone() },
             }),
             ModelSource::Hub { repo_id, revision } => {
                 let snap = hub::fetch(repo_id, revision, options)?;
                 Ok(ResolvedModel {
                     dir: snap.dir,
+                    kind: ModelKind::Checkpoint,
                     origin: Origin::Hub {
                         repo: repo_id.clone(),
                         revision: revision.clone(),
@@ -152,5 +187,23 @@ mod tests {
         std::fs::write(&bin, b"x").unwrap();
         let msg = ModelSource::parse(bin.to_str().unwrap(), None).unwrap_err().to_string();
         assert!(msg.contains("arbitrary code"), "{msg}");
+
+        // GGUF files by name or by magic; other files are refused.
+        let named = dir.path().join("m.GGUF");
+        std::fs::write(&named, b"x").unwrap();
+        assert_eq!(
+            ModelSource::parse(named.to_str().unwrap(), None).unwrap(),
+            ModelSource::Gguf(named)
+        );
+        let sniffed = dir.path().join("model.bin.part");
+        std::fs::write(&sniffed, b"GGUF\x03\0\0\0").unwrap();
+        assert!(matches!(
+            ModelSource::parse(sniffed.to_str().unwrap(), None).unwrap(),
+            ModelSource::Gguf(_)
+        ));
+        let other = dir.path().join("notes.txt");
+        std::fs::write(&other, b"hello").unwrap();
+        let msg = ModelSource::parse(other.to_str().unwrap(), None).unwrap_err().to_string();
+        assert!(msg.contains("is a file but not a GGUF file"), "{msg}");
     }
 }

@@ -13,6 +13,8 @@ pub enum ArtefactFormat {
     Onnx,
     /// GGUF v3 for llama.cpp.
     Gguf,
+    /// A Hugging Face checkpoint folder (config.json, tokenizer files, model.safetensors).
+    Hf,
 }
 
 /// How 4-bit weights are found.
@@ -110,8 +112,23 @@ const fn gguf_target(name: &'static str, weights: Weights) -> Target {
     }
 }
 
-/// Every target, in the order `phiquant targets` lists them (`../shared/DESIGN.md` §2).
-pub const TARGETS: [Target; 12] = [
+const fn hf_target(name: &'static str, dtype: BlockFormat) -> Target {
+    Target {
+        name,
+        format: ArtefactFormat::Hf,
+        weights: Weights::Float { dtype },
+        io_dtype: "-",
+        consumer: "transformers and other Hugging Face checkpoint readers",
+        release_name: None,
+        note: Some(
+            "from a GGUF input the weights are its dequantized values, not the model it was made from",
+        ),
+    }
+}
+
+/// Every target, in the order `phiquant targets` lists them (`../shared/DESIGN.md` §2; the
+/// Hugging Face folders re-target GGUF files and give benchmark peers the same input).
+pub const TARGETS: [Target; 14] = [
     onnx(
         "cpu-int4",
         int4(Algo::Rtn, 32, true, 4),
@@ -168,6 +185,8 @@ pub const TARGETS: [Target; 12] = [
     gguf_target("gguf-q4_0", gguf(BlockFormat::Q4_0)),
     gguf_target("gguf-q4_1", gguf(BlockFormat::Q4_1)),
     gguf_target("gguf-q4_k_m", Weights::Gguf { base: BlockFormat::Q4K, mixture: Some("Q4_K_M") }),
+    hf_target("hf-f16", BlockFormat::F16),
+    hf_target("hf-bf16", BlockFormat::Bf16),
 ];
 
 /// The target called `name`.
@@ -179,6 +198,12 @@ impl Target {
     /// The exact weight scheme in words, as manifests and `phiquant targets` print it.
     pub fn scheme(&self) -> String {
         match self.weights {
+            Weights::Float { dtype } if self.format == ArtefactFormat::Hf => format!(
+                "Hugging Face folder: config.json (transformers 4), tokenizer and generation \
+                 files, model.safetensors in {} (every tensor rounded to nearest even from its \
+                 f32 value)",
+                dtype.name().to_ascii_lowercase()
+            ),
             Weights::Float { dtype } => format!("{} weights", dtype.name().to_ascii_lowercase()),
             Weights::Int4 { algo, block_size, symmetric, accuracy_level } => {
                 let algo = match algo {
@@ -409,5 +434,6 @@ mod tests {
         assert!(find_target("cpu-int8").is_none());
         assert!(find_target("dml-int4").unwrap().note.unwrap().contains("deprecated"));
         assert!(find_target("cpu-int4").unwrap().scheme().contains("scale = -m/8"));
+        assert!(find_target("hf-bf16").unwrap().scheme().contains("model.safetensors in bf16"));
     }
 }

@@ -3,6 +3,7 @@
 //! value.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
 };
@@ -20,8 +21,9 @@ pub const SINGLE_FILE: &str = "model.safetensors";
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 const MAX_INDEX_BYTES: u64 = 64 << 20;
 
-/// A tensor's bytes, borrowed from its file's memory map.
-#[derive(Debug, Clone, Copy)]
+/// A tensor's bytes: borrowed from its file's memory map when stored as they are (safetensors),
+/// owned when the source computes them (a GGUF tensor dequantized to f32).
+#[derive(Debug, Clone)]
 pub struct TensorView<'a> {
     /// Name.
     pub name: &'a str,
@@ -30,7 +32,7 @@ pub struct TensorView<'a> {
     /// Shape.
     pub shape: &'a [usize],
     /// Little-endian bytes.
-    pub data: &'a [u8],
+    pub data: Cow<'a, [u8]>,
 }
 
 impl TensorView<'_> {
@@ -44,10 +46,10 @@ impl TensorView<'_> {
                 }
             }
             Dtype::F16 => {
-                phiquant_quant::widen_f16(self.data, &mut out).expect("sizes checked on open")
+                phiquant_quant::widen_f16(&self.data, &mut out).expect("sizes checked on open")
             }
             Dtype::BF16 => {
-                phiquant_quant::widen_bf16(self.data, &mut out).expect("sizes checked on open")
+                phiquant_quant::widen_bf16(&self.data, &mut out).expect("sizes checked on open")
             }
             found => {
                 return Err(Error::Tensor {
@@ -64,7 +66,9 @@ impl TensorView<'_> {
     }
 }
 
-/// Where model weights come from: a safetensors checkpoint today, GGUF files later.
+/// Where model weights come from: a safetensors checkpoint ([`Checkpoint`]) or a GGUF file
+/// ([`crate::gguf::GgufModel`]), each handing out tensors under their Hugging Face names and in
+/// the layout [`DecoderSpec::expected_tensors`] describes.
 pub trait WeightSource {
     /// The model the weights belong to.
     fn spec(&self) -> &DecoderSpec;
@@ -72,6 +76,11 @@ pub trait WeightSource {
     fn tensor_infos(&self) -> Vec<&TensorInfo>;
     /// One tensor's bytes.
     fn tensor(&self, name: &str) -> Result<TensorView<'_>, Error>;
+    /// Says that `name` has been consumed, so that a streaming reader can drop its pages from
+    /// the resident set; the default does nothing.
+    fn release(&self, name: &str) {
+        let _ = name;
+    }
 }
 
 /// An opened, fully checked checkpoint folder.
@@ -112,14 +121,6 @@ impl Checkpoint {
         &self.files
     }
 
-    /// Drops `name`'s pages from the resident set once it has been consumed (see
-    /// [`SafetensorsFile::release`]).
-    pub fn release(&self, name: &str) {
-        if let Some(&i) = self.location.get(name) {
-            self.files[i].release(name);
-        }
-    }
-
     /// Tensors present in the files that carry no weights of the model (a rotary `inv_freq`
     /// buffer, a copy of a tied LM head); they are not read.
     pub fn ignored(&self) -> &[String] {
@@ -148,7 +149,20 @@ impl WeightSource for Checkpoint {
         let file = &self.files[*self.location.get(name).ok_or_else(missing)?];
         let info = file.info(name).ok_or_else(missing)?;
         let data = file.data(name).ok_or_else(missing)?;
-        Ok(TensorView { name: &info.name, dtype: info.dtype, shape: &info.shape, data })
+        Ok(TensorView {
+            name: &info.name,
+            dtype: info.dtype,
+            shape: &info.shape,
+            data: Cow::Borrowed(data),
+        })
+    }
+
+    /// Drops `name`'s pages from the resident set once it has been consumed (see
+    /// [`SafetensorsFile::release`]).
+    fn release(&self, name: &str) {
+        if let Some(&i) = self.location.get(name) {
+            self.files[i].release(name);
+        }
     }
 }
 

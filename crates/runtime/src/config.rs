@@ -1,8 +1,9 @@
-//! Reading a Hugging Face `config.json` into a [`DecoderSpec`].
+//! Reading a Hugging Face `config.json` into a [`DecoderSpec`], and writing one back.
 //!
 //! The field names and defaults follow transformers' `configuration_{phi3,llama,mistral,qwen2}.py`.
 //! transformers 5 moved `rope_theta` and `rope_scaling` into one `rope_parameters` object; both
-//! spellings are read.
+//! spellings are read, and the transformers 4 spelling (which transformers 5 still reads) is
+//! written.
 
 use std::path::{Path, PathBuf};
 
@@ -14,11 +15,11 @@ use crate::{
 
 /// Upper bounds on config values. They are far above any real model and keep a hostile config from
 /// driving huge allocations later on.
-const MAX_LAYERS: u64 = 1024;
-const MAX_WIDTH: u64 = 1 << 20;
-const MAX_HEADS: u64 = 4096;
-const MAX_VOCAB: u64 = 1 << 23;
-const MAX_CONTEXT: u64 = 1 << 26;
+pub(crate) const MAX_LAYERS: u64 = 1024;
+pub(crate) const MAX_WIDTH: u64 = 1 << 20;
+pub(crate) const MAX_HEADS: u64 = 4096;
+pub(crate) const MAX_VOCAB: u64 = 1 << 23;
+pub(crate) const MAX_CONTEXT: u64 = 1 << 26;
 const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 impl DecoderSpec {
@@ -38,6 +39,132 @@ impl DecoderSpec {
         })?;
         Fields { path: path.to_path_buf(), obj }.spec()
     }
+}
+
+impl DecoderSpec {
+    /// The spec as a transformers 4 `config.json` object, which [`DecoderSpec::from_config_value`]
+    /// reads back into an equal spec and transformers loads. `torch_dtype` is the spec's
+    /// `declared_dtype`. Keys are sorted, so the text is deterministic.
+    pub fn to_config_value(&self) -> Value {
+        let mut c = Map::new();
+        let mut put = |k: &str, v: Value| {
+            c.insert(k.to_string(), v);
+        };
+        let a = self.architecture;
+        put("architectures", Value::from(vec![a.class_name()]));
+        put("model_type", a.model_type().into());
+        put("hidden_act", "silu".into());
+        put("hidden_size", self.hidden_size.into());
+        put("intermediate_size", self.intermediate_size.into());
+        put("num_hidden_layers", self.num_layers.into());
+        put("num_attention_heads", self.num_heads.into());
+        put("num_key_value_heads", self.num_kv_heads.into());
+        if self.explicit_head_dim {
+            put("head_dim", self.head_dim.into());
+        }
+        put("vocab_size", self.vocab_size.into());
+        put("max_position_embeddings", self.max_position_embeddings.into());
+        put("rms_norm_eps", self.rms_norm_eps.into());
+        put("rope_theta", self.rope.theta.into());
+        if self.rope.rotary_dim != self.head_dim {
+            put(
+                "partial_rotary_factor",
+                partial_rotary_factor(self.head_dim, self.rope.rotary_dim).into(),
+            );
+        }
+        put("tie_word_embeddings", self.tied_embeddings.into());
+        put("bos_token_id", self.bos_token_id.into());
+        put(
+            "eos_token_id",
+            match self.eos_token_ids.as_slice() {
+                [] => Value::Null,
+                [one] => (*one).into(),
+                many => many.into(),
+            },
+        );
+        put("pad_token_id", self.pad_token_id.into());
+        if let Some(d) = &self.declared_dtype {
+            put("torch_dtype", d.as_str().into());
+        }
+        put("use_cache", true.into());
+        let window = self.sliding_window.map(|w| w.size);
+        match a {
+            Architecture::Llama => {
+                put("attention_bias", self.biases.qkv.into());
+                put("mlp_bias", self.biases.mlp.into());
+            }
+            Architecture::Phi3 | Architecture::Mistral => put("sliding_window", window.into()),
+            Architecture::Qwen2 => {
+                put("use_sliding_window", window.is_some().into());
+                put("sliding_window", window.into());
+                if let Some(w) = self.sliding_window {
+                    put("max_window_layers", w.first_layer.into());
+                }
+            }
+        }
+        let scaling = match &self.rope.scaling {
+            RopeScaling::None => Value::Null,
+            RopeScaling::Linear { factor } => {
+                serde_json::json!({ "rope_type": "linear", "factor": factor })
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => serde_json::json!({
+                "rope_type": "llama3",
+                "factor": factor,
+                "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": original_max_position_embeddings,
+            }),
+            RopeScaling::LongRope {
+                short_factor,
+                long_factor,
+                original_max_position_embeddings,
+                short_mscale,
+                long_mscale,
+                attention_factor,
+            } => {
+                // Phi3Config (transformers 4) wants exactly these three keys, and the original
+                // context at the top level; the optional scales exist only in configs that had
+                // them, and are kept so that phiquant reads the same model back.
+                put("original_max_position_embeddings", (*original_max_position_embeddings).into());
+                let mut s = serde_json::json!({
+                    "type": "longrope",
+                    "short_factor": short_factor,
+                    "long_factor": long_factor,
+                });
+                for (k, v) in [
+                    ("short_mscale", short_mscale),
+                    ("long_mscale", long_mscale),
+                    ("attention_factor", attention_factor),
+                ] {
+                    if let Some(v) = v {
+                        s[k] = (*v).into();
+                    }
+                }
+                s
+            }
+        };
+        put("rope_scaling", scaling);
+        Value::Object(c)
+    }
+}
+
+/// A `partial_rotary_factor` that gives back `rotary_dim` through transformers' (and
+/// phiquant's) `int(head_dim * factor)`: the plain quotient, nudged up by an ulp or two when
+/// rounding would land just below the integer.
+fn partial_rotary_factor(head_dim: usize, rotary_dim: usize) -> f64 {
+    let mut f = rotary_dim as f64 / head_dim as f64;
+    for _ in 0..4 {
+        if (head_dim as f64 * f) as usize >= rotary_dim {
+            break;
+        }
+        f = f.next_up();
+    }
+    f
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -576,6 +703,46 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(on.sliding_window, Some(SlidingWindow { size: 4096, first_layer: 3 }));
+    }
+
+    #[test]
+    fn written_configs_read_back_equal() {
+        let f6 = "[1.0, 1.1, 1.2, 1.3, 1.4, 1.5]";
+        let configs = [
+            format!(
+                r#"{{"architectures": ["LlamaForCausalLM"], {BASE}, "head_dim": 8,
+                "attention_bias": true, "eos_token_id": [2, 7], "torch_dtype": "float16",
+                "rope_scaling": {{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}}}"#
+            ),
+            format!(
+                r#"{{"architectures": ["MistralForCausalLM"], {BASE}, "sliding_window": 32,
+                "rope_scaling": {{"type": "linear", "factor": 2.0}}}}"#
+            ),
+            format!(
+                r#"{{"architectures": ["Qwen2ForCausalLM"], {BASE}, "sliding_window": 64,
+                "use_sliding_window": true, "max_window_layers": 2, "tie_word_embeddings": true}}"#
+            ),
+            format!(
+                r#"{{"architectures": ["Phi3ForCausalLM"], "hidden_size": 96,
+               "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 6,
+               "num_key_value_heads": 2, "vocab_size": 320, "max_position_embeddings": 512,
+               "original_max_position_embeddings": 128, "partial_rotary_factor": 0.75,
+               "pad_token_id": 3, "rms_norm_eps": 1e-5, "rope_theta": 250000.0,
+               "rope_scaling": {{"type": "longrope", "short_factor": {f6}, "long_factor": {f6},
+               "attention_factor": 1.25}}}}"#
+            ),
+        ];
+        for json in configs {
+            let s = spec(&json).unwrap();
+            let back =
+                DecoderSpec::from_config_value(Path::new("c"), &s.to_config_value()).unwrap();
+            assert_eq!(back, s, "{json}");
+        }
+        // A rotary dimension whose quotient rounds below the integer in f64.
+        for (hd, rd) in [(96, 32), (80, 64), (128, 96), (112, 24)] {
+            assert_eq!((hd as f64 * partial_rotary_factor(hd, rd)) as usize, rd);
+        }
     }
 
     #[test]

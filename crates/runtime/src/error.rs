@@ -162,6 +162,14 @@ pub enum Error {
         /// What failed, with the backend's own explanation where it gave one.
         message: String,
     },
+    /// A GGUF metadata key the model needs is absent.
+    #[error("{}: missing GGUF metadata key `{key}`", path.display())]
+    MissingKey {
+        /// The GGUF file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
     /// The folder holds no weights phiquant can read.
     #[error("{}: no model.safetensors or model.safetensors.index.json found{}", path.display(), found_note(found))]
     NoWeights {
@@ -315,4 +323,36 @@ pub enum TensorProblem {
     /// The index names a shard that does not hold the tensor.
     #[error("listed in the index for this shard, but the shard does not hold it")]
     NotInShard,
+    /// A tensor the GGUF metadata implies is absent.
+    #[error("missing (the GGUF metadata implies it)")]
+    MissingFromGguf,
+    /// A ggml tensor type phiquant cannot dequantize.
+    #[error(
+        "ggml type {name} ({id}) is not supported (phiquant reads F32, F16, BF16, Q8_0, Q4_0, \
+         Q4_1, Q5_0, Q4_K and Q6_K)"
+    )]
+    UnsupportedGgmlType {
+        /// The `ggml_type` number.
+        id: u32,
+        /// llama.cpp's name for it, or `unknown`.
+        name: &'static str,
+    },
+    /// A GGUF tensor whose dimensions disagree with the model its metadata describes.
+    #[error("dimensions {found:?} (ne0 first) do not match {expected:?} implied by the metadata")]
+    GgufDims {
+        /// The dimensions in the file.
+        found: Vec<u64>,
+        /// The dimensions the metadata implies.
+        expected: Vec<u64>,
+    },
+    /// A GGUF tensor that has no place in the model its metadata describes.
+    #[error(
+        "not part of a `{architecture}` model with {layers} layers (as the metadata describes it)"
+    )]
+    UnexpectedGguf {
+        /// llama.cpp's architecture name.
+        architecture: String,
+        /// The number of layers.
+        layers: usize,
+    },
 }

@@ -4,8 +4,8 @@
 //! This crate owns what a model *is*: one canonical description of a decoder-only transformer
 //! ([`DecoderSpec`]) read from a Hugging Face `config.json`, the mapping from each architecture's
 //! tensor names (fused or not) onto that description, and the readers that hand out tensors
-//! ([`WeightSource`]). Every tensor's shape and dtype is checked against the config when a
-//! checkpoint is opened, before any work starts.
+//! ([`WeightSource`]: safetensors checkpoints and GGUF files). Every tensor's shape and dtype is
+//! checked against the config when a checkpoint is opened, before any work starts.
 //!
 //! # Brief overview
 //! - [`DecoderSpec::from_config_file`] parses Phi3ForCausalLM (plain, LongRoPE, partial rotary),
@@ -15,14 +15,17 @@
 //!   onto the canonical [`Linear`] projections.
 //! - [`Checkpoint::open`] reads a folder with `model.safetensors` or a sharded
 //!   `model.safetensors.index.json` through memory maps ([`SafetensorsFile`]).
-//! - [`TokenizerSummary`] describes the tokenizer a checkpoint ships; [`Tokenizer`] runs it.
+//! - [`TokenizerSummary`] describes the tokenizer a checkpoint ships; [`Tokenizer`] runs it, from
+//!   a folder or from [`AuxFiles`] held in memory.
 //! - [`Engine`] is the native fp32 CPU engine (transformers' eager numerics): a [`Session`] holds
 //!   a KV cache, [`ActivationHook`] sees every linear layer's input, and [`LayerRunner`] runs one
 //!   layer at a time with only that layer's weights in memory.
 //! - [`generate()`] decodes greedily or by sampling; [`perplexity()`] scores a token stream as
 //!   llama.cpp's perplexity tool does.
-//! - [`gguf::GgufFile`] reads GGUF files; [`LlamaCppModel`] runs one through llama.cpp (feature
-//!   `llama-cpp`).
+//! - [`gguf::GgufFile`] reads GGUF files; [`gguf::GgufModel`] reads one back as a model (its
+//!   [`DecoderSpec`] from the metadata, its tensors under Hugging Face names, dequantized to f32
+//!   one at a time) and [`AuxFiles::from_gguf`] rebuilds its tokenizer as Hugging Face files;
+//!   [`LlamaCppModel`] runs a GGUF through llama.cpp (feature `llama-cpp`).
 //!
 //! # Example
 //! ```no_run
@@ -69,7 +72,7 @@ pub use crate::{
     perplexity::{PerplexityReport, Scoring, log_prob, perplexity, perplexity_with},
     safetensors::{SafetensorsFile, TensorInfo},
     spec::{Architecture, Biases, DecoderSpec, Rope, RopeScaling, SlidingWindow},
-    tokenizer::{Tokenizer, TokenizerSummary},
+    tokenizer::{AUX_FILE_NAMES, AuxFiles, Tokenizer, TokenizerSummary},
 };
 
 /// Reads a JSON file of at most `max_bytes`, naming the file in every error.

@@ -38,6 +38,13 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// An entry for a tensor that a source computes rather than maps (its data is not at an
+    /// offset of any file): `numel * dtype.size()` bytes.
+    pub(crate) fn computed(name: String, dtype: Dtype, shape: Vec<usize>) -> TensorInfo {
+        let bytes = shape.iter().product::<usize>() as u64 * dtype.size() as u64;
+        TensorInfo { name, dtype, shape, begin: 0, end: bytes }
+    }
+
     /// Number of elements.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()

@@ -1,14 +1,111 @@
-//! What kind of tokenizer a checkpoint ships, read from `tokenizer.json` and
-//! `tokenizer_config.json` without building it.
+//! A checkpoint's tokenizer: the small files that carry it ([`AuxFiles`]), what kind it is
+//! ([`TokenizerSummary`], read without building it), and the tokenizer itself ([`Tokenizer`]).
 
-use std::path::Path;
+use std::{
+    collections::BTreeMap,
+    io::Read,
+    path::{Path, PathBuf},
+};
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{Error, read_json_file};
+use crate::Error;
 
 const MAX_TOKENIZER_BYTES: u64 = 512 << 20;
+
+/// The small files that travel with a model's weights, besides `config.json`: tokenizer,
+/// tokenizer config, special tokens, chat template and generation config.
+pub const AUX_FILE_NAMES: [&str; 7] = [
+    "added_tokens.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+];
+
+/// A model's [`AUX_FILE_NAMES`] files in memory: read from a checkpoint folder as they are, or
+/// rebuilt from a GGUF file's metadata ([`AuxFiles::from_gguf`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuxFiles {
+    origin: PathBuf,
+    from_folder: bool,
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+impl AuxFiles {
+    /// No files yet; `origin` is the folder or file they come from, named in errors.
+    pub fn new(origin: &Path, from_folder: bool) -> AuxFiles {
+        AuxFiles { origin: origin.to_path_buf(), from_folder, files: BTreeMap::new() }
+    }
+
+    /// Reads whichever of [`AUX_FILE_NAMES`] `dir` holds.
+    pub fn from_dir(dir: &Path) -> Result<AuxFiles, Error> {
+        let mut out = AuxFiles::new(dir, true);
+        for name in AUX_FILE_NAMES {
+            let path = dir.join(name);
+            if !path.is_file() {
+                continue;
+            }
+            let io = |op| {
+                let path = path.clone();
+                move |source| Error::Io { op, path, source }
+            };
+            let file = std::fs::File::open(&path).map_err(io("opening"))?;
+            let len = file.metadata().map_err(io("reading metadata of"))?.len();
+            if len > MAX_TOKENIZER_BYTES {
+                return Err(Error::InvalidField {
+                    path,
+                    field: "(file size)".into(),
+                    value: format!("{len} bytes"),
+                    expected: format!("at most {MAX_TOKENIZER_BYTES} bytes"),
+                });
+            }
+            let mut bytes = Vec::with_capacity(len as usize);
+            file.take(MAX_TOKENIZER_BYTES).read_to_end(&mut bytes).map_err(io("reading"))?;
+            out.files.insert(name.to_string(), bytes);
+        }
+        Ok(out)
+    }
+
+    /// Adds (or replaces) a file.
+    pub fn insert(&mut self, name: &str, bytes: Vec<u8>) {
+        self.files.insert(name.to_string(), bytes);
+    }
+
+    /// The folder or file the files come from.
+    pub fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    /// Where `name` comes from, for messages: its path in the folder, or the GGUF file it was
+    /// rebuilt from.
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        if self.from_folder { self.origin.join(name) } else { self.origin.clone() }
+    }
+
+    /// A file's bytes, if present.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.files.get(name).map(Vec::as_slice)
+    }
+
+    /// A JSON file parsed, if present.
+    pub fn json(&self, name: &str) -> Result<Option<Value>, Error> {
+        self.get(name)
+            .map(|b| {
+                serde_json::from_slice(b)
+                    .map_err(|source| Error::Json { path: self.path_of(name), source })
+            })
+            .transpose()
+    }
+
+    /// Every file, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.files.iter().map(|(n, b)| (n.as_str(), b.as_slice()))
+    }
+}
 
 /// A summary of a checkpoint's tokenizer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,11 +128,14 @@ impl TokenizerSummary {
     /// Reads `tokenizer.json` (and `tokenizer_config.json` when present) from `dir`; `Ok(None)`
     /// when the folder has no `tokenizer.json`.
     pub fn from_dir(dir: &Path) -> Result<Option<TokenizerSummary>, Error> {
-        let path = dir.join("tokenizer.json");
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let tok = read_json_file(&path, MAX_TOKENIZER_BYTES)?;
+        TokenizerSummary::from_files(&AuxFiles::from_dir(dir)?)
+    }
+
+    /// As [`TokenizerSummary::from_dir`], over files in memory (a folder's, or those rebuilt
+    /// from a GGUF).
+    pub fn from_files(files: &AuxFiles) -> Result<Option<TokenizerSummary>, Error> {
+        let path = files.path_of("tokenizer.json");
+        let Some(tok) = files.json("tokenizer.json")? else { return Ok(None) };
         let model = tok
             .get("model")
             .filter(|m| m.is_object())
@@ -74,17 +174,12 @@ impl TokenizerSummary {
             }
         }
 
-        let config_path = dir.join("tokenizer_config.json");
-        let config = if config_path.is_file() {
-            Some(read_json_file(&config_path, MAX_TOKENIZER_BYTES)?)
-        } else {
-            None
-        };
+        let config = files.json("tokenizer_config.json")?;
         let add_bos_token =
             config.as_ref().and_then(|c| c.get("add_bos_token")).and_then(Value::as_bool);
         let chat_template =
             config.as_ref().and_then(|c| c.get("chat_template")).is_some_and(|t| !t.is_null())
-                || dir.join("chat_template.jinja").is_file();
+                || files.get("chat_template.jinja").is_some();
         Ok(Some(TokenizerSummary {
             kind,
             vocab_size,
@@ -114,7 +209,7 @@ fn contains_type(v: Option<&Value>, wanted: &str) -> bool {
 /// tokenizer's own post-processor does.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
-    path: std::path::PathBuf,
+    path: PathBuf,
     bos: Option<u32>,
     add_bos: bool,
 }
@@ -133,18 +228,18 @@ impl Tokenizer {
     /// Loads `dir/tokenizer.json`; `bos_token_id` is the model config's, used when the tokenizer
     /// config names no BOS token.
     pub fn from_dir(dir: &Path, bos_token_id: Option<u32>) -> Result<Tokenizer, Error> {
-        let path = dir.join("tokenizer.json");
+        Tokenizer::from_files(&AuxFiles::from_dir(dir)?, bos_token_id)
+    }
+
+    /// Builds the tokenizer from `tokenizer.json` (and `tokenizer_config.json`) in `files`.
+    pub fn from_files(files: &AuxFiles, bos_token_id: Option<u32>) -> Result<Tokenizer, Error> {
+        let path = files.path_of("tokenizer.json");
         let err = |message: String| Error::Tokenizer { path: path.clone(), message };
-        if !path.is_file() {
-            return Err(err("no tokenizer.json in the model folder".into()));
-        }
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| err(e.to_string()))?;
-        let config_path = dir.join("tokenizer_config.json");
-        let config = if config_path.is_file() {
-            Some(read_json_file(&config_path, MAX_TOKENIZER_BYTES)?)
-        } else {
-            None
-        };
+        let bytes = files
+            .get("tokenizer.json")
+            .ok_or_else(|| err("no tokenizer.json in the model folder".into()))?;
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| err(e.to_string()))?;
+        let config = files.json("tokenizer_config.json")?;
         let named_bos = config
             .as_ref()
             .and_then(|c| c.get("bos_token"))

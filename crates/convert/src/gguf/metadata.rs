@@ -2,10 +2,10 @@
 //! `set_gguf_parameters`, `set_vocab`; key names from `gguf-py/gguf/constants.py`): general keys,
 //! the architecture's hyper-parameters, and the tokenizer from `tokenizer.json`.
 
-use std::{collections::BTreeMap, path::Path};
+use std::collections::BTreeMap;
 
 use phiquant_quant::BlockFormat;
-use phiquant_runtime::{Architecture, DecoderSpec, RopeScaling, gguf::GgufValue};
+use phiquant_runtime::{Architecture, AuxFiles, DecoderSpec, RopeScaling, gguf::GgufValue};
 use serde_json::Value;
 
 use crate::Error;
@@ -37,20 +37,6 @@ pub fn file_type(base: BlockFormat, q4_k_m: bool) -> u32 {
         (BlockFormat::Q6K, _) => 18,
         _ => 0,
     }
-}
-
-fn read_json(path: &Path) -> Result<Option<Value>, Error> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        op: "reading",
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|source| phiquant_runtime::Error::Json { path: path.to_path_buf(), source }.into())
 }
 
 /// `general.name` from a folder or repository name, as gguf-py's `Metadata` heuristics make it
@@ -110,14 +96,15 @@ pub fn size_label(params: u64) -> String {
     format!("{scaled:.fix$}{suffix}")
 }
 
-/// The hyper-parameter keys of `spec` for llama.cpp's architecture.
+/// The hyper-parameter keys of `spec` for llama.cpp's architecture; `name` is `general.name` as
+/// written (see [`general_name`]).
 pub fn model_keys(spec: &DecoderSpec, name: &str, params: u64, ftype: u32) -> Kv {
     let a = arch_name(spec.architecture);
     let k = |key: &str| format!("{a}.{key}");
     let mut kv: Kv = vec![
         ("general.architecture".into(), GgufValue::String(a.into())),
         ("general.type".into(), GgufValue::String("model".into())),
-        ("general.name".into(), GgufValue::String(general_name(name))),
+        ("general.name".into(), GgufValue::String(name.into())),
         ("general.size_label".into(), GgufValue::String(size_label(params))),
         (k("block_count"), GgufValue::U32(spec.num_layers as u32)),
         (k("context_length"), GgufValue::U32(spec.max_position_embeddings as u32)),
@@ -166,9 +153,25 @@ pub fn model_keys(spec: &DecoderSpec, name: &str, params: u64, ftype: u32) -> Kv
     kv
 }
 
+/// The regular expressions of every `Split` in a pre-tokenizer configuration, as written (JSON
+/// escapes undone).
+fn split_patterns(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(p)) = m.get("Regex") {
+                out.push(p.clone());
+            }
+            m.values().for_each(|x| split_patterns(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| split_patterns(x, out)),
+        _ => {}
+    }
+}
+
 /// llama.cpp's name for a byte-level BPE pre-tokenizer (`tokenizer.ggml.pre`). llama.cpp's
 /// converter identifies it by hashing the tokenization of a probe text; phiquant recognises the
-/// same families by their `pre_tokenizer` configuration in tokenizer.json.
+/// same families by their `pre_tokenizer` configuration in tokenizer.json (the GGUF reader in
+/// `phiquant_runtime::gguf` rebuilds each of these names).
 fn pre_tokenizer_name(tok: &Value) -> &'static str {
     let pre = &tok["pre_tokenizer"];
     let text = pre.to_string();
@@ -178,24 +181,28 @@ fn pre_tokenizer_name(tok: &Value) -> &'static str {
         // SmolLM and SmolLM2: individual digits, then GPT-2 byte-level.
         return "smollm";
     }
-    if text.contains("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?") {
+    let mut patterns = Vec::new();
+    split_patterns(pre, &mut patterns);
+    let has = |needle: &str| patterns.iter().any(|p| p.contains(needle));
+    if has(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?") {
         return "qwen2";
     }
-    if text.contains("\\p{N}{1,3}") {
+    if has(r"\p{N}{1,3}") {
         return "llama-bpe";
     }
     "default"
 }
 
-/// The tokenizer keys from `dir/tokenizer.json` (and `tokenizer_config.json`): SentencePiece-style
-/// BPE with byte fallback becomes `tokenizer.ggml.model = "llama"`, byte-level BPE `"gpt2"`.
-pub fn tokenizer_keys(dir: &Path, spec: &DecoderSpec) -> Result<Kv, Error> {
-    let path = dir.join("tokenizer.json");
-    let tok = read_json(&path)?.ok_or_else(|| phiquant_runtime::Error::Tokenizer {
+/// The tokenizer keys from `tokenizer.json` (and `tokenizer_config.json`) in `files`:
+/// SentencePiece-style BPE with byte fallback becomes `tokenizer.ggml.model = "llama"`,
+/// byte-level BPE `"gpt2"`.
+pub fn tokenizer_keys(files: &AuxFiles, spec: &DecoderSpec) -> Result<Kv, Error> {
+    let path = files.path_of("tokenizer.json");
+    let tok = files.json("tokenizer.json")?.ok_or_else(|| phiquant_runtime::Error::Tokenizer {
         path: path.clone(),
         message: "no tokenizer.json: a GGUF needs the tokenizer".into(),
     })?;
-    let config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
+    let config = files.json("tokenizer_config.json")?.unwrap_or(Value::Null);
     let model = &tok["model"];
     let bad = |what: &str| phiquant_runtime::Error::Tokenizer {
         path: path.clone(),
@@ -319,6 +326,29 @@ pub fn tokenizer_keys(dir: &Path, spec: &DecoderSpec) -> Result<Kv, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pre_tokenizer_names() {
+        let split = |pattern: &str| {
+            serde_json::json!({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated"},
+                {"type": "ByteLevel", "use_regex": false},
+            ]}})
+        };
+        let qwen2 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+        assert_eq!(pre_tokenizer_name(&split(qwen2)), "qwen2");
+        assert_eq!(
+            pre_tokenizer_name(&split(&qwen2.replace(r"\p{N}|", r"\p{N}{1,3}|"))),
+            "llama-bpe"
+        );
+        let smollm = serde_json::json!({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, {"type": "ByteLevel"}]}});
+        assert_eq!(pre_tokenizer_name(&smollm), "smollm");
+        assert_eq!(
+            pre_tokenizer_name(&serde_json::json!({"pre_tokenizer": {"type": "ByteLevel"}})),
+            "default"
+        );
+    }
 
     #[test]
     fn names_and_size_labels_as_gguf_py() {

@@ -10,14 +10,15 @@ use std::{
 };
 
 use phiquant_quant::{ElementType, Matrix, quantize_matrix};
-use phiquant_runtime::{Checkpoint, Dtype, WeightSource};
+pub use phiquant_runtime::gguf::permute_qk;
+use phiquant_runtime::{Dtype, WeightSource};
 
 pub use self::{
     metadata::{arch_name, file_type, general_name, model_keys, size_label, tokenizer_keys},
-    plan::{GgufScheme, TensorSource, permute_qk, plan_tensors},
+    plan::{GgufScheme, TensorSource, plan_tensors},
     writer::{PlannedTensor, header_bytes, write_gguf},
 };
-use crate::Error;
+use crate::{Error, SourceModel};
 
 /// What an export wrote.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +33,7 @@ pub struct GgufExport {
 
 /// The values of one planned tensor in its GGUF type.
 fn tensor_bytes(
-    ckpt: &Checkpoint,
+    ckpt: &dyn WeightSource,
     planned: &PlannedTensor,
     source: &TensorSource,
 ) -> Result<Vec<u8>, Error> {
@@ -50,7 +51,7 @@ fn tensor_bytes(
                 Dtype::F16 => ElementType::F16,
                 _ => ElementType::Bf16,
             };
-            let m = Matrix::new(view.data, dtype, rows, cols)
+            let m = Matrix::new(&view.data, dtype, rows, cols)
                 .map_err(|source| Error::Quantize { tensor: name.clone(), source })?;
             quantize(&m, name)
         }
@@ -69,24 +70,32 @@ fn tensor_bytes(
     }
 }
 
-/// Writes `ckpt` (with the tokenizer files of `dir`) as a GGUF at `out`, atomically: the file is
-/// written beside `out` under a temporary name, synced, and renamed; on any error nothing is left.
+/// Writes `model` as a GGUF at `out`, atomically: the file is written beside `out` under a
+/// temporary name, synced, and renamed; on any error nothing is left. The tokenizer keys come
+/// from the model's `tokenizer.json`, or for a GGUF input are copied from it as they are.
 pub fn export_gguf(
-    ckpt: &Checkpoint,
-    dir: &Path,
-    name: &str,
+    model: &SourceModel,
     scheme: &GgufScheme,
     out: &Path,
 ) -> Result<GgufExport, Error> {
-    let spec = ckpt.spec();
+    let ckpt = model.weights();
+    let spec = model.spec();
     let plan = plan_tensors(spec, scheme);
     let params: u64 = plan
         .iter()
         .filter(|(_, s)| !matches!(s, TensorSource::Values(_)))
         .map(|(t, _)| t.numel())
         .sum();
-    let mut metadata = model_keys(spec, name, params, file_type(scheme.base, scheme.q4_k_m));
-    metadata.extend(tokenizer_keys(dir, spec)?);
+    let mut metadata =
+        model_keys(spec, model.name(), params, file_type(scheme.base, scheme.q4_k_m));
+    // A GGUF input's descriptive keys go where llama.cpp's converter puts them: after the name
+    // and before the size label.
+    let at = metadata.iter().position(|(k, _)| k == "general.size_label").unwrap_or(0);
+    metadata.splice(at..at, model.gguf_general_keys().iter().cloned());
+    match model.gguf_tokenizer_keys() {
+        Some(keys) => metadata.extend(keys.iter().cloned()),
+        None => metadata.extend(tokenizer_keys(model.aux_files(), spec)?),
+    }
     let (tensors, sources): (Vec<PlannedTensor>, Vec<TensorSource>) = plan.into_iter().unzip();
 
     let partial = out.with_file_name(format!(

@@ -3,7 +3,10 @@
 //! (`src/llama-quant.cpp`, `llama_tensor_get_type`) decide them.
 
 use phiquant_quant::BlockFormat;
-use phiquant_runtime::{Architecture, DecoderSpec, RopeScaling, TensorRole};
+use phiquant_runtime::{
+    DecoderSpec, RopeScaling, TensorRole,
+    gguf::{gguf_name, qk_permutation},
+};
 
 use super::PlannedTensor;
 
@@ -57,34 +60,6 @@ fn quantize_order(a: &str, b: &str) -> std::cmp::Ordering {
         (layer.unwrap_or(-1), n.to_string())
     };
     key(a).cmp(&key(b))
-}
-
-/// llama.cpp's name for a checkpoint tensor.
-fn gguf_name(role: &TensorRole, hf_name: &str) -> String {
-    let suffix = if hf_name.ends_with(".bias") { "bias" } else { "weight" };
-    let stem = match role {
-        TensorRole::Embedding => return "token_embd.weight".into(),
-        TensorRole::LmHead => return "output.weight".into(),
-        TensorRole::FinalNorm => return "output_norm.weight".into(),
-        TensorRole::AttnNorm { layer } => return format!("blk.{layer}.attn_norm.weight"),
-        TensorRole::FfnNorm { layer } => return format!("blk.{layer}.ffn_norm.weight"),
-        TensorRole::Weight { layer, .. } | TensorRole::Bias { layer, .. } => {
-            let part = hf_name.rsplit('.').nth(1).unwrap_or_default();
-            let name = match part {
-                "q_proj" => "attn_q",
-                "k_proj" => "attn_k",
-                "v_proj" => "attn_v",
-                "qkv_proj" => "attn_qkv",
-                "o_proj" => "attn_output",
-                "gate_proj" => "ffn_gate",
-                "up_proj" | "gate_up_proj" => "ffn_up",
-                "down_proj" => "ffn_down",
-                other => other,
-            };
-            format!("blk.{layer}.{name}")
-        }
-    };
-    format!("{stem}.{suffix}")
 }
 
 /// llama.cpp's `use_more_bits`: the layers the K-quant mixtures give more bits.
@@ -152,7 +127,6 @@ pub fn plan_tensors(spec: &DecoderSpec, scheme: &GgufScheme) -> Vec<(PlannedTens
             ));
         }
     }
-    let permute = matches!(spec.architecture, Architecture::Llama | Architecture::Mistral);
     let mut tensors = spec.expected_tensors();
     // The converter walks the checkpoint's tensors in name order.
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
@@ -175,18 +149,15 @@ pub fn plan_tensors(spec: &DecoderSpec, scheme: &GgufScheme) -> Vec<(PlannedTens
         } else {
             quantized_type(scheme, &name, is_output, layer, spec.num_layers, dims[0] as usize)
         };
-        let source = match (&e.role, permute) {
-            (TensorRole::Weight { parts, .. } | TensorRole::Bias { parts, .. }, true)
-                if parts == &[phiquant_runtime::Linear::Q] =>
-            {
-                TensorSource::Permuted { tensor: e.name.clone(), heads: spec.num_heads }
+        let heads = match &e.role {
+            TensorRole::Weight { parts, .. } | TensorRole::Bias { parts, .. } => {
+                qk_permutation(spec, parts)
             }
-            (TensorRole::Weight { parts, .. } | TensorRole::Bias { parts, .. }, true)
-                if parts == &[phiquant_runtime::Linear::K] =>
-            {
-                TensorSource::Permuted { tensor: e.name.clone(), heads: spec.num_kv_heads }
-            }
-            _ => TensorSource::Checkpoint(e.name.clone()),
+            _ => None,
+        };
+        let source = match heads {
+            Some(heads) => TensorSource::Permuted { tensor: e.name.clone(), heads },
+            None => TensorSource::Checkpoint(e.name.clone()),
         };
         out.push((PlannedTensor { name, dims, format }, source));
     }
@@ -196,36 +167,9 @@ pub fn plan_tensors(spec: &DecoderSpec, scheme: &GgufScheme) -> Vec<(PlannedTens
     out
 }
 
-/// llama.cpp's rotary permutation of a q or k weight `[rows, cols]` (rows = heads x head_dim):
-/// within each head, the two interleaved halves become contiguous
-/// (`reshape(heads, 2, head_dim / 2, cols).swapaxes(1, 2)` in `convert_hf_to_gguf.py`).
-pub fn permute_qk(w: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
-    let hd = rows / heads;
-    let half = hd / 2;
-    let mut out = vec![0f32; w.len()];
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                // Source row (h, j, i) of the (heads, 2, half) view goes to row (h, i, j).
-                let src = h * hd + j * half + i;
-                let dst = h * hd + i * 2 + j;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn permutation_interleaves_halves() {
-        // One head of 4 rows (halves [0,1] and [2,3]) becomes rows 0,2,1,3.
-        let w: Vec<f32> = (0..8).map(|i| i as f32).collect();
-        assert_eq!(permute_qk(&w, 4, 2, 1), vec![0.0, 1.0, 4.0, 5.0, 2.0, 3.0, 6.0, 7.0]);
-    }
 
     #[test]
     fn more_bits_layers() {

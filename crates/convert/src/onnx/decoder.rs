@@ -91,6 +91,9 @@ impl<W: Write> Ctx<'_, W> {
         let view = self.source.tensor(name)?;
         let cols = view.shape.last().copied().unwrap_or(1).max(1);
         let values = view.to_f32()?;
+        drop(view);
+        // Its pages are done with: keep the resident set near one tensor.
+        self.source.release(name);
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(Error::Quantize {
                 tensor: name.to_string(),

@@ -2,33 +2,11 @@
 //! `resolve_special_token_ids` in `builders/base.py`): the decoder's I/O names and shapes, special
 //! token ids, and search settings from `generation_config.json`.
 
-use std::path::Path;
-
-use phiquant_runtime::{DecoderSpec, Tokenizer};
+use phiquant_runtime::{AuxFiles, DecoderSpec, Tokenizer};
 use serde_json::{Value, json};
 
 use super::{Ep, OnnxScheme};
 use crate::Error;
-
-const MAX_JSON_BYTES: u64 = 16 << 20;
-
-fn read_json(path: &Path) -> Result<Option<Value>, Error> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let io = |source| Error::Io { op: "reading", path: path.to_path_buf(), source };
-    let len = std::fs::metadata(path).map_err(io)?.len();
-    if len > MAX_JSON_BYTES {
-        return Err(Error::Target {
-            target: path.display().to_string(),
-            reason: format!("{len} bytes; at most {MAX_JSON_BYTES} expected"),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(io)?;
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        Error::Runtime(phiquant_runtime::Error::Json { path: path.to_path_buf(), source: e })
-    })
-}
 
 fn ids(v: &Value) -> Option<Vec<u64>> {
     match v {
@@ -38,11 +16,26 @@ fn ids(v: &Value) -> Option<Vec<u64>> {
     }
 }
 
-/// The configuration for `spec` laid out for `scheme`; `dir` holds `config.json`,
-/// `generation_config.json` and the tokenizer files.
-pub fn genai_config(spec: &DecoderSpec, dir: &Path, scheme: &OnnxScheme) -> Result<Value, Error> {
-    let config = read_json(&dir.join("config.json"))?.unwrap_or(Value::Null);
-    let generation = read_json(&dir.join("generation_config.json"))?.unwrap_or(Value::Null);
+/// The configuration for `spec` laid out for `scheme`, with the special tokens and search
+/// settings of the model's `generation_config.json` and tokenizer files (`aux`).
+pub fn genai_config(
+    spec: &DecoderSpec,
+    aux: &AuxFiles,
+    scheme: &OnnxScheme,
+) -> Result<Value, Error> {
+    // config.json's special tokens, as the spec read them.
+    let mut config = serde_json::Map::new();
+    config.insert("bos_token_id".into(), json!(spec.bos_token_id));
+    config.insert(
+        "eos_token_id".into(),
+        match spec.eos_token_ids.as_slice() {
+            [] => Value::Null,
+            [one] => json!(one),
+            many => json!(many),
+        },
+    );
+    config.insert("pad_token_id".into(), json!(spec.pad_token_id));
+    let generation = aux.json("generation_config.json")?.unwrap_or(Value::Null);
     // generation_config.json overrides config.json where it says something other than the
     // transformers default.
     let pick = |key: &str, default: Value| -> Option<Value> {
@@ -51,8 +44,8 @@ pub fn genai_config(spec: &DecoderSpec, dir: &Path, scheme: &OnnxScheme) -> Resu
             _ => config.get(key).filter(|v| !v.is_null()).cloned(),
         }
     };
-    let tokenizer = Tokenizer::from_dir(dir, spec.bos_token_id).ok();
-    let tokenizer_config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
+    let tokenizer = Tokenizer::from_files(aux, spec.bos_token_id).ok();
+    let tokenizer_config = aux.json("tokenizer_config.json")?.unwrap_or(Value::Null);
     let named = |key: &str| -> Option<u64> {
         let t = tokenizer_config.get(key)?;
         let text = t.as_str().or_else(|| t.get("content").and_then(Value::as_str))?;
@@ -69,7 +62,7 @@ pub fn genai_config(spec: &DecoderSpec, dir: &Path, scheme: &OnnxScheme) -> Resu
         .or_else(|| named("eos_token").map(|i| vec![i]))
         .filter(|v| !v.is_empty())
         .ok_or_else(|| Error::Target {
-            target: dir.join("config.json").display().to_string(),
+            target: aux.origin().display().to_string(),
             reason: "no eos_token_id in config.json, generation_config.json or the tokenizer; \
                      onnxruntime-genai needs one"
                 .into(),

@@ -18,7 +18,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use phiquant_runtime::WeightSource;
 use prost::Message;
 use serde::Serialize;
 
@@ -27,7 +26,7 @@ use self::{
     graph::{ExternalData, Graph},
     proto::{ModelProto, OperatorSetIdProto},
 };
-use crate::Error;
+use crate::{Error, SourceModel};
 
 /// The execution provider a graph is laid out for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -149,23 +148,23 @@ pub const OPSET: i64 = 14;
 /// The producer name recorded in the model.
 pub const PRODUCER: &str = "phiquant";
 
-/// Writes `source` as an onnxruntime-genai folder at `out` for `scheme`. `dir` holds the
-/// checkpoint's tokenizer files and `generation_config.json`. `progress(done, total)` is called
-/// after each layer.
+/// Writes `model` as an onnxruntime-genai folder at `out` for `scheme`. `progress(done, total)` is
+/// called after each layer.
 pub fn export_onnx(
-    source: &dyn WeightSource,
-    dir: &Path,
+    model: &SourceModel,
     scheme: &OnnxScheme,
     out: &Path,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<OnnxExport, Error> {
-    let spec = source.spec();
+    let source = model.weights();
+    let spec = model.spec();
+    let aux = model.aux_files();
     let io = |op, path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Io { op, path, source }
     };
     // Check the generation config and tokenizer before any weight is read.
-    let config = genai_config(spec, dir, scheme)?;
+    let config = genai_config(spec, aux, scheme)?;
     let partial = out.with_file_name(format!(
         ".{}.partial-{}",
         out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -206,10 +205,9 @@ pub fn export_onnx(
         text.push('\n');
         std::fs::write(&config_path, text).map_err(io("writing", &config_path))?;
         for name in TOKENIZER_FILES {
-            let from = dir.join(name);
-            if from.is_file() {
+            if let Some(bytes) = aux.get(name) {
                 let to = partial.join(name);
-                std::fs::copy(&from, &to).map_err(io("copying", &from))?;
+                std::fs::write(&to, bytes).map_err(io("writing", &to))?;
             }
         }
         replace_dir(&partial, out)?;

@@ -1,11 +1,19 @@
 //! The GGUF v3 file format of llama.cpp (ggml-org/llama.cpp `ggml/include/gguf.h`,
 //! `ggml/src/gguf.cpp`; value and tensor type numbers from `gguf-py/gguf/constants.py`):
-//! metadata values, tensor types, and a validating reader over a memory map.
+//! metadata values, tensor types, a validating reader over a memory map, llama.cpp's tensor
+//! names, and a GGUF file read back as a model ([`GgufModel`]: its [`crate::DecoderSpec`], its
+//! tensors under their Hugging Face names, and its tokenizer as Hugging Face files).
 
+mod model;
+mod naming;
 mod reader;
+mod spec;
+mod tokenizer;
 mod value;
 
 pub use self::{
+    model::GgufModel,
+    naming::{gguf_linear_name, gguf_name, permute_qk, qk_permutation, unpermute_qk},
     reader::{GgufFile, GgufTensorInfo},
     value::{GgmlType, GgufValue},
 };

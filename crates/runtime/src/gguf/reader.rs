@@ -215,8 +215,12 @@ impl GgufFile {
             let offset = c.u64("a tensor offset")?;
             let err =
                 |problem| Error::Tensor { path: path.to_path_buf(), tensor: name.clone(), problem };
-            let ty = GgmlType::from_id(type_id)
-                .ok_or_else(|| err(TensorProblem::UnknownDtype(format!("ggml type {type_id}"))))?;
+            let ty = GgmlType::from_id(type_id).ok_or_else(|| {
+                err(TensorProblem::UnsupportedGgmlType {
+                    id: type_id,
+                    name: GgmlType::name_of(type_id),
+                })
+            })?;
             let numel = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
             let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
             let bl = ty.0.block_len() as u64;
@@ -312,6 +316,31 @@ impl GgufFile {
         let t = self.info(name)?;
         let start = (self.data_start + t.offset) as usize;
         self.map.get(start..start + t.nbytes as usize)
+    }
+
+    /// Tells the kernel that `name`'s pages will not be read again soon, so that they leave this
+    /// process's resident set (as [`crate::SafetensorsFile::release`] does).
+    pub fn release(&self, name: &str) {
+        let Some(t) = self.info(name) else { return };
+        #[cfg(unix)]
+        {
+            let page = 4096u64;
+            let begin = self.data_start + t.offset;
+            let start = begin.div_ceil(page) * page;
+            let end = (begin + t.nbytes) / page * page;
+            if end > start {
+                // SAFETY: the map is a read-only, shared mapping of a file: MADV_DONTNEED only
+                // drops the pages from this process, and later reads fault them back in from the
+                // file unchanged. Callers release a tensor after its bytes were consumed.
+                let _ = unsafe {
+                    self.map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start as usize,
+                        (end - start) as usize,
+                    )
+                };
+            }
+        }
     }
 
     /// A tensor dequantized to f32 (row-major, `dims[0]` values a row).
