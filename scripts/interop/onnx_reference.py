@@ -62,6 +62,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
+sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 
 import onnx_dump  # noqa: E402
 
@@ -110,6 +111,7 @@ print(json.dumps(out))
 # Runs in the builder's venv: compares onnx_dump.py's reading of a folder with the onnx package's.
 PARSER_CHECK = r"""
 import json, sys
+sys.dont_write_bytecode = True
 sys.path.insert(0, sys.argv[1])
 import onnx, onnx.numpy_helper
 from onnx import external_data_helper
