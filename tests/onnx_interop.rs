@@ -126,11 +126,8 @@ fn our_nodes(model: &ModelProto) -> Nodes {
         .node
         .iter()
         .map(|n| {
-            let attrs: BTreeMap<String, Value> = n
-                .attribute
-                .iter()
-                .map(|a| (a.name.clone().unwrap(), attr_json(a)))
-                .collect();
+            let attrs: BTreeMap<String, Value> =
+                n.attribute.iter().map(|a| (a.name.clone().unwrap(), attr_json(a))).collect();
             let v = json!({
                 "op_type": n.op_type, "domain": n.domain.clone().unwrap_or_default(),
                 "inputs": n.input, "outputs": n.output, "attributes": attrs,
@@ -357,5 +354,19 @@ pqtest!(onnx_matches_builder_on_stories260k, |dir, _cmd| {
         for combo in COMBOS {
             compare(&dir, model, &path, combo);
         }
+    }
+});
+
+pqtest!(onnx_matches_builder_on_smollm2, |dir, cmd| {
+    // The builder's input was SmolLM2's HF folder rebuilt from the shared Q4_1 GGUF, loaded in
+    // bf16 as its config.json declares; phiquant's hf-bf16 export of the GGUF is that folder.
+    let Some(shared) = shared_model("smollm2-135m-instruct") else { return };
+    let hf = dir.path().join("hf");
+    cmd.export(&shared.join("SmolLM2-135M-Instruct.Q4_1.gguf"), &hf, &["hf-bf16"]).stdout();
+    // That folder had no generation_config.json (the one rebuilt from the GGUF adds llama.cpp's
+    // end-of-generation token 0 to eos_token_id).
+    std::fs::remove_file(hf.join("hf-bf16/generation_config.json")).unwrap();
+    for combo in COMBOS {
+        compare(&dir, "smollm2-135m-instruct", &hf.join("hf-bf16"), combo);
     }
 });

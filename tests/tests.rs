@@ -15,3 +15,4 @@ mod hub_server;
 mod inspect;
 mod onnx;
 mod onnx_genai;
+mod onnx_interop;
