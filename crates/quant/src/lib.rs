@@ -16,6 +16,10 @@
 //! - Work is parallel over rows with rayon, and the bytes never depend on the thread count.
 //!   Non-finite weights are an error naming the row and column.
 //! - [`BlockLayout`] cuts a row into blocks, padding the last one as `MatMulNBits` does.
+//! - [`FakeQuant`] applies any of those formats as a function on f32 weights (quantize, then
+//!   dequantize), and the AWQ numerics build on it: activation statistics ([`ChannelStats`],
+//!   [`Gram`]), the duo-scaling grid ([`awq_scales`], [`weight_mean`]), output errors through
+//!   Gram matrices ([`gram_error`]) and the clipping search ([`clip_search`]).
 //!
 //! # Example
 //! ```
@@ -31,9 +35,11 @@
 //! ```
 #![deny(missing_docs)]
 
+mod awq;
 mod elements;
 mod error;
 mod exp;
+mod fake;
 mod format;
 mod ggml;
 mod layout;
@@ -43,9 +49,14 @@ mod simd;
 mod widen;
 
 pub use crate::{
+    awq::{
+        AWQ_GRID, CLIP_STEPS, ChannelStats, ClipOutcome, Gram, awq_scales, clip_search,
+        fake_quantize_scaled, gram_error, scale_gram, weight_mean,
+    },
     elements::{ElementType, Matrix},
     error::Error,
     exp::exp_inplace,
+    fake::FakeQuant,
     format::BlockFormat,
     ggml::{
         BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, GgmlBlock,

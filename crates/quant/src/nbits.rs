@@ -373,6 +373,40 @@ pub fn quantize_nbits(m: &Matrix<'_>, scheme: &NBitsScheme) -> Result<NBitsTenso
     })
 }
 
+impl NBitsScheme {
+    /// Quantizes one block and writes back its dequantized values `(q - zp) * scale`: what
+    /// [`quantize_nbits`] followed by [`NBitsTensor::dequantize`] gives for these elements, the
+    /// cast to f16 of f16-scale schemes included. `xs` holds at most one block; a shorter slice is
+    /// the last block of a row whose length is not a multiple of the block (`MatMulNBits` pads it
+    /// with zeros, which change neither its range nor its codes). `out` has `xs.len()` values.
+    pub fn fake_quantize_block(&self, xs: &[f32], out: &mut [f32]) {
+        debug_assert!(xs.len() <= self.block_size && out.len() == xs.len());
+        let mut stack = [0f32; 256];
+        let mut heap = Vec::new();
+        let xs = match self.scale_type {
+            ScaleType::F32 => xs,
+            ScaleType::F16 => {
+                let cast = if xs.len() <= stack.len() {
+                    &mut stack[..xs.len()]
+                } else {
+                    heap.resize(xs.len(), 0f32);
+                    &mut heap[..]
+                };
+                for (c, &v) in cast.iter_mut().zip(xs) {
+                    *c = round_to_f16(v);
+                }
+                &*cast
+            }
+        };
+        let (min, max) = min_max(xs);
+        let (scale, r, zp) = params_from_range(self, min, max);
+        let (max_code, zpf, zpi) = (self.max_code(), zp as f32, zp as i32);
+        for (o, &v) in out.iter_mut().zip(xs) {
+            *o = (code(v * r + zpf, max_code) as i32 - zpi) as f32 * scale;
+        }
+    }
+}
+
 /// The scalar row kernel (the SIMD builds compile this same code for wider registers).
 #[inline(always)]
 pub(crate) fn row_kernel(
@@ -444,6 +478,32 @@ mod tests {
         assert!(t.b.iter().all(|&q| q == 0x88));
         let t = quantize(&[0.0; 64], 1, 64, 4, 32, false);
         assert!(t.scales.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn fake_quantization_equals_quantize_then_dequantize() {
+        // Random rows with a short last block, both symmetries, both scale types; the f16 cast
+        // of f16-scale schemes included.
+        let (n, k) = (7, 200);
+        let x: Vec<f32> =
+            (0..n * k).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.37) * 0.11).collect();
+        for bs in [16, 32, 64, 128, 256] {
+            for sym in [true, false] {
+                for st in [ScaleType::F32, ScaleType::F16] {
+                    let s = NBitsScheme::new(4, bs, sym, st).unwrap();
+                    let m = Matrix::from_f32(&x, n, k).unwrap();
+                    let mut want = vec![0f32; n * k];
+                    quantize_nbits(&m, &s).unwrap().dequantize(&mut want).unwrap();
+                    let mut got = vec![0f32; n * k];
+                    for (row, out) in x.chunks_exact(k).zip(got.chunks_exact_mut(k)) {
+                        for (xs, o) in row.chunks(bs).zip(out.chunks_mut(bs)) {
+                            s.fake_quantize_block(xs, o);
+                        }
+                    }
+                    assert_eq!(got, want, "block {bs} symmetric {sym} {st:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -87,6 +87,35 @@ fn dequantize_with<B: GgmlBlock>(bytes: &[u8], cols: usize, out: &mut [f32]) {
     });
 }
 
+/// Quantizes one block of `format` and writes back its dequantized values: what
+/// [`quantize_matrix`] followed by [`dequantize_matrix`] gives for these elements. `x` holds
+/// exactly `format.block_len()` values (any number for the float formats); `out` as many.
+pub(crate) fn fake_quantize_block(format: BlockFormat, x: &[f32], out: &mut [f32]) {
+    fn with<B: GgmlBlock>(x: &[f32], out: &mut [f32]) {
+        B::quantize(x).dequantize(out)
+    }
+    debug_assert_eq!(x.len(), out.len());
+    match format {
+        BlockFormat::F32 => out.copy_from_slice(x),
+        BlockFormat::F16 => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = from_fp16(fp16(v));
+            }
+        }
+        BlockFormat::Bf16 => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = f32::from_bits((float::bf16_bits(v) as u32) << 16);
+            }
+        }
+        BlockFormat::Q8_0 => with::<BlockQ8_0>(x, out),
+        BlockFormat::Q4_0 => with::<BlockQ4_0>(x, out),
+        BlockFormat::Q4_1 => with::<BlockQ4_1>(x, out),
+        BlockFormat::Q5_0 => with::<BlockQ5_0>(x, out),
+        BlockFormat::Q4K => with::<BlockQ4K>(x, out),
+        BlockFormat::Q6K => with::<BlockQ6K>(x, out),
+    }
+}
+
 /// Quantizes every row of `m` into `format`, in parallel over rows; the bytes are the same for
 /// any number of threads. Rows must be a multiple of the format's block length.
 pub fn quantize_matrix(format: BlockFormat, m: &Matrix<'_>) -> Result<Vec<u8>, Error> {
@@ -156,6 +185,24 @@ mod tests {
         assert_eq!(size_of::<BlockQ5_0>(), BlockFormat::Q5_0.block_bytes());
         assert_eq!(size_of::<BlockQ4K>(), BlockFormat::Q4K.block_bytes());
         assert_eq!(size_of::<BlockQ6K>(), BlockFormat::Q6K.block_bytes());
+    }
+
+    #[test]
+    fn fake_quantization_equals_quantize_then_dequantize() {
+        let (n, k) = (3, 512);
+        let x: Vec<f32> =
+            (0..n * k).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.41) * 0.07).collect();
+        let m = Matrix::from_f32(&x, n, k).unwrap();
+        for format in BlockFormat::ALL {
+            let mut want = vec![0f32; n * k];
+            dequantize_matrix(format, &quantize_matrix(format, &m).unwrap(), k, &mut want).unwrap();
+            let mut got = vec![0f32; n * k];
+            let len = format.block_len();
+            for (xs, o) in x.chunks_exact(len).zip(got.chunks_exact_mut(len)) {
+                fake_quantize_block(format, xs, o);
+            }
+            assert_eq!(got, want, "{format}");
+        }
     }
 
     #[test]

@@ -1,0 +1,456 @@
+//! The numerics of activation-aware weight quantization (AWQ: Lin et al., 2023; mit-han-lab/llm-awq
+//! `awq/quantize/auto_scale.py` and `auto_clip.py`, casper-hansen/AutoAWQ
+//! `awq/quantize/quantizer.py`): per-channel activation statistics, the duo-scaling grid, output
+//! errors measured through Gram matrices, and the clipping search.
+//!
+//! A scale `s` (one value per input channel of a group of linear layers) is folded into the
+//! layer before them (an RMSNorm weight or a linear's rows, divided by `s`) and into the weights
+//! (columns multiplied by `s`): the model computes the same function, but the quantizer sees
+//! `W * s`, whose salient columns (large activations) get more resolution. The search tries
+//! `s = x_mean^a / (w_mean^(1 - a) + 1e-4)` for `a` on a grid and keeps the one whose
+//! fake-quantized weights `Q(W * s) / s` give the least output error.
+//!
+//! For a single linear layer the output error of replacing `W` by `W'` over inputs `X` is
+//! `sum_r d_r G d_rᵀ` with `d = W - W'` and `G = XᵀX`: computed from the Gram matrix, it costs
+//! `rows x cols²` instead of `tokens x rows x cols`, so every calibration token counts at no
+//! extra cost per grid point. Sums are accumulated in a fixed order, in f64 where they run over
+//! tokens, so that results never depend on the thread count.
+
+use rayon::prelude::*;
+
+use crate::{Error, FakeQuant, dot, matmul_xwt};
+
+/// Points of AWQ's scale grid: `a = i / 20` for `i` in `0..20` (llm-awq and AutoAWQ use 20).
+pub const AWQ_GRID: usize = 20;
+/// The clipping search's steps: thresholds `max|w| * (1 - i / 20)` for `i` in `0..10` (llm-awq's
+/// `n_grid = 20`, `max_shrink = 0.5`).
+pub const CLIP_STEPS: usize = 10;
+const CLIP_GRID: f32 = 20.0;
+
+/// Mean absolute value per input channel over every token seen: AWQ's activation statistic
+/// `x_mean`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelStats {
+    sum: Vec<f64>,
+    rows: u64,
+}
+
+impl ChannelStats {
+    /// Statistics of `cols` channels, over no tokens yet.
+    pub fn new(cols: usize) -> ChannelStats {
+        ChannelStats { sum: vec![0.0; cols], rows: 0 }
+    }
+
+    /// Adds `x`, row-major tokens of `cols` channels.
+    pub fn add(&mut self, x: &[f32]) {
+        let cols = self.sum.len();
+        for row in x.chunks_exact(cols) {
+            for (s, &v) in self.sum.iter_mut().zip(row) {
+                *s += v.abs() as f64;
+            }
+            self.rows += 1;
+        }
+    }
+
+    /// Tokens seen.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// `mean |x|` per channel (zeros before any token).
+    pub fn mean(&self) -> Vec<f32> {
+        let n = self.rows.max(1) as f64;
+        self.sum.iter().map(|s| (s / n) as f32).collect()
+    }
+}
+
+/// The Gram matrix `XᵀX` of a linear layer's inputs, accumulated token chunk by token chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gram {
+    cols: usize,
+    acc: Vec<f64>,
+    rows: u64,
+}
+
+impl Gram {
+    /// The Gram matrix of `cols` input channels over no tokens yet.
+    pub fn new(cols: usize) -> Gram {
+        Gram { cols, acc: vec![0.0; cols * cols], rows: 0 }
+    }
+
+    /// Adds the tokens `x` (row-major, `cols` channels each).
+    pub fn add(&mut self, x: &[f32]) {
+        let (k, t) = (self.cols, x.len() / self.cols.max(1));
+        if t == 0 {
+            return;
+        }
+        let mut xt = vec![0f32; k * t];
+        for (r, row) in x.chunks_exact(k).enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                xt[c * t + r] = v;
+            }
+        }
+        let mut g = vec![0f32; k * k];
+        matmul_xwt(&xt, k, t, &xt, k, &mut g).expect("sized above");
+        for (a, v) in self.acc.iter_mut().zip(&g) {
+            *a += *v as f64;
+        }
+        self.rows += t as u64;
+    }
+
+    /// Tokens seen.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The matrix in f32 (`cols x cols`), for the error kernels.
+    pub fn matrix(&self) -> Vec<f32> {
+        self.acc.iter().map(|&v| v as f32).collect()
+    }
+}
+
+/// `diag(1 / s) G diag(1 / s)`: the Gram matrix of the inputs `X / s` that a scaled layer sees.
+pub fn scale_gram(g: &[f32], s: &[f32]) -> Vec<f32> {
+    let k = s.len();
+    let mut out = g.to_vec();
+    for (i, row) in out.chunks_exact_mut(k).enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = *v / s[i] / s[j];
+        }
+    }
+    out
+}
+
+/// AWQ's weight statistic `w_mean` over the input channels of several matrices that share their
+/// input (`(weights, group)` pairs, each `rows x cols`): every weight divided by the largest
+/// magnitude of its group in its row (plus 1e-6), averaged over all rows (AutoAWQ
+/// `_search_best_scale`; a shorter last group is normalized by its own maximum).
+pub fn weight_mean(parts: &[(&[f32], usize)], cols: usize) -> Vec<f32> {
+    let mut sum = vec![0f64; cols];
+    let mut rows = 0u64;
+    for &(w, group) in parts {
+        for row in w.chunks_exact(cols) {
+            for (g, sums) in row.chunks(group.max(1)).zip(sum.chunks_mut(group.max(1))) {
+                let max = g.iter().fold(0f32, |m, v| m.max(v.abs())) + 1e-6;
+                for (s, v) in sums.iter_mut().zip(g) {
+                    *s += (v.abs() / max) as f64;
+                }
+            }
+            rows += 1;
+        }
+    }
+    sum.iter().map(|s| (s / rows.max(1) as f64) as f32).collect()
+}
+
+/// The scales of grid point `alpha`: `x_mean^alpha / (w_mean^(1 - alpha) + 1e-4)` (duo scaling)
+/// or `x_mean^alpha` without `w_mean`, at least 1e-4, divided by `sqrt(max * min)`; a value that
+/// is not finite becomes 1 (AutoAWQ `_search_best_scale`).
+pub fn awq_scales(x_mean: &[f32], w_mean: Option<&[f32]>, alpha: f32) -> Vec<f32> {
+    let a = alpha as f64;
+    let mut s: Vec<f64> = match w_mean {
+        Some(w) => x_mean
+            .iter()
+            .zip(w)
+            .map(|(&x, &w)| ((x as f64).powf(a) / ((w as f64).powf(1.0 - a) + 1e-4)).max(1e-4))
+            .collect(),
+        None => x_mean.iter().map(|&x| (x as f64).powf(a).max(1e-4)).collect(),
+    };
+    let (lo, hi) = s.iter().fold((f64::MAX, 0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let norm = (hi * lo).sqrt();
+    for v in &mut s {
+        *v /= norm;
+    }
+    s.into_iter().map(|v| if v.is_finite() && v > 0.0 { v as f32 } else { 1.0 }).collect()
+}
+
+/// `Q(W * s) / s`: the weights a layer computes with once scaled by `s` (per column) and
+/// quantized by `fq`, written into `out` (`rows x s.len()`).
+pub fn fake_quantize_scaled(
+    w: &[f32],
+    s: &[f32],
+    fq: &FakeQuant,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let cols = s.len();
+    fq.check_cols(cols)?;
+    if w.len() != out.len() || !w.len().is_multiple_of(cols) {
+        return Err(Error::LengthMismatch {
+            what: "scaled weights",
+            actual: w.len(),
+            expected: out.len(),
+        });
+    }
+    out.par_chunks_mut(cols).zip(w.par_chunks(cols)).for_each(|(o, x)| {
+        let scaled = x.iter().zip(s).map(|(v, s)| v * s).collect::<Vec<_>>();
+        for r in fq.blocks(cols) {
+            fq.apply_block(&scaled[r.clone()], &mut o[r]);
+        }
+        for (v, s) in o.iter_mut().zip(s) {
+            *v /= s;
+        }
+    });
+    Ok(())
+}
+
+/// The output error `sum_r (w_r - w'_r) G (w_r - w'_r)ᵀ` of replacing `w` by `w_hat` (both
+/// `rows x cols`) for inputs whose Gram matrix is `g` (`cols x cols`).
+pub fn gram_error(w: &[f32], w_hat: &[f32], g: &[f32], cols: usize) -> Result<f64, Error> {
+    if w.len() != w_hat.len() || g.len() != cols * cols || !w.len().is_multiple_of(cols.max(1)) {
+        return Err(Error::LengthMismatch {
+            what: "weights for the output error",
+            actual: w_hat.len(),
+            expected: w.len(),
+        });
+    }
+    let rows = w.len() / cols.max(1);
+    let d: Vec<f32> = w.iter().zip(w_hat).map(|(a, b)| a - b).collect();
+    let mut dg = vec![0f32; d.len()];
+    matmul_xwt(&d, rows, cols, g, cols, &mut dg)?;
+    Ok(d.chunks_exact(cols).zip(dg.chunks_exact(cols)).map(|(a, b)| dot(a, b) as f64).sum())
+}
+
+/// `dᵀ G d` for a symmetric `G` (`d.len()` squared, row-major).
+fn quadratic(d: &[f32], g: &[f32]) -> f64 {
+    let n = d.len();
+    let mut sum = 0f64;
+    for (i, &di) in d.iter().enumerate() {
+        sum += (di * dot(&g[i * n..(i + 1) * n], d)) as f64;
+    }
+    sum
+}
+
+/// What a clipping search did to one matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ClipOutcome {
+    /// The output error of the quantized blocks without clipping (the sum over blocks of
+    /// `dᵀ G_bb d`, `G_bb` the block's diagonal block of the Gram matrix).
+    pub error_before: f64,
+    /// The same error with the chosen thresholds.
+    pub error_after: f64,
+    /// Blocks whose threshold was lowered.
+    pub clipped_blocks: usize,
+    /// Blocks searched.
+    pub blocks: usize,
+}
+
+/// AWQ's clipping search: for every row and every block of `w` (`rows x cols`, blocks as `fq`
+/// lays them out), tries the thresholds `max|w_b| * (1 - i / 20)`, `i` in `0..10`, clamps the
+/// block to `[-t, t]`, fake-quantizes it, and keeps the threshold whose error against the
+/// unclipped weights, `dᵀ G_bb d`, is least (the first on ties, so no clipping unless it helps;
+/// llm-awq `auto_clip_layer`, which measures the same per-block error on sampled tokens).
+/// `w` is clamped in place. Float formats are left alone.
+pub fn clip_search(
+    w: &mut [f32],
+    cols: usize,
+    fq: &FakeQuant,
+    g: &[f32],
+) -> Result<ClipOutcome, Error> {
+    fq.check_cols(cols)?;
+    if g.len() != cols * cols || !w.len().is_multiple_of(cols) {
+        return Err(Error::LengthMismatch {
+            what: "Gram matrix for clipping",
+            actual: g.len(),
+            expected: cols * cols,
+        });
+    }
+    if fq.clip_len().is_none() {
+        return Ok(ClipOutcome::default());
+    }
+    let blocks: Vec<_> = fq.blocks(cols).collect();
+    // The diagonal blocks of G, contiguous, shared by every row.
+    let diag: Vec<Vec<f32>> = blocks
+        .iter()
+        .map(|r| {
+            let mut m = Vec::with_capacity(r.len() * r.len());
+            for i in r.clone() {
+                m.extend_from_slice(&g[i * cols + r.start..i * cols + r.end]);
+            }
+            m
+        })
+        .collect();
+    let per_row: Vec<(f64, f64, usize)> = w
+        .par_chunks_mut(cols)
+        .map(|row| {
+            let (mut before, mut after, mut clipped) = (0f64, 0f64, 0usize);
+            let longest = blocks.iter().map(|r| r.len()).max().unwrap_or(0);
+            let (mut buf, mut q, mut d) =
+                (vec![0f32; longest], vec![0f32; longest], vec![0f32; longest]);
+            for (r, gb) in blocks.iter().zip(&diag) {
+                let x = &mut row[r.clone()];
+                let n = x.len();
+                let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let (mut best, mut best_t) = (f64::INFINITY, amax);
+                for i in 0..CLIP_STEPS {
+                    let t = amax * (1.0 - i as f32 / CLIP_GRID);
+                    for (b, &v) in buf[..n].iter_mut().zip(x.iter()) {
+                        *b = v.clamp(-t, t);
+                    }
+                    fq.apply_block(&buf[..n], &mut q[..n]);
+                    for ((dd, &qq), &v) in d[..n].iter_mut().zip(&q[..n]).zip(x.iter()) {
+                        *dd = qq - v;
+                    }
+                    let err = quadratic(&d[..n], gb);
+                    if i == 0 {
+                        before += err;
+                    }
+                    if err < best {
+                        best = err;
+                        best_t = t;
+                    }
+                }
+                after += best;
+                if best_t < amax {
+                    clipped += 1;
+                    for v in x.iter_mut() {
+                        *v = v.clamp(-best_t, best_t);
+                    }
+                }
+            }
+            (before, after, clipped)
+        })
+        .collect();
+    let mut out = ClipOutcome { blocks: per_row.len() * blocks.len(), ..Default::default() };
+    for (b, a, c) in per_row {
+        out.error_before += b;
+        out.error_after += a;
+        out.clipped_blocks += c;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BlockFormat, NBitsScheme, ScaleType};
+
+    fn noise(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scales_follow_the_reference_formula() {
+        let x = [0.5f32, 2.0, 8.0];
+        let w = [0.25f32, 0.5, 1.0];
+        // alpha 0 without w_mean: all ones.
+        assert_eq!(awq_scales(&x, None, 0.0), vec![1.0, 1.0, 1.0]);
+        // x only, alpha 0.5: sqrt(x) = [0.707, 1.414, 2.828], normalized by sqrt(max * min) = 1.414.
+        let s = awq_scales(&x, None, 0.5);
+        for (a, b) in s.iter().zip([0.5f32, 1.0, 2.0]) {
+            assert!((a - b).abs() < 1e-6, "{s:?}");
+        }
+        // Duo: x^a / (w^(1-a) + 1e-4), then normalized; the geometric middle is 1.
+        let s = awq_scales(&x, Some(&w), 0.3);
+        let raw: Vec<f64> = x
+            .iter()
+            .zip(&w)
+            .map(|(&x, &w)| (x as f64).powf(0.3) / ((w as f64).powf(0.7) + 1e-4))
+            .collect();
+        let norm = (raw[0] * raw[2]).sqrt();
+        for (a, r) in s.iter().zip(&raw) {
+            assert!((*a as f64 - r / norm).abs() < 1e-6);
+        }
+        // A dead channel cannot produce a zero, infinite or NaN scale.
+        let s = awq_scales(&[0.0, 1.0], Some(&[0.0, 1.0]), 0.9);
+        assert!(s.iter().all(|v| v.is_finite() && *v > 0.0), "{s:?}");
+    }
+
+    #[test]
+    fn weight_mean_normalizes_per_group_and_row() {
+        // One row, groups of 2: [1, -2 | 4, 0] -> [0.5, 1 | 1, 0] (within 1e-6).
+        let w = [1.0f32, -2.0, 4.0, 0.0];
+        let m = weight_mean(&[(&w, 2)], 4);
+        for (a, b) in m.iter().zip([0.5, 1.0, 1.0, 0.0]) {
+            assert!((a - b).abs() < 1e-5, "{m:?}");
+        }
+        // Two matrices average over all their rows; a short last group uses its own maximum.
+        let w2 = [2.0f32, 2.0, 2.0, 1.0];
+        let m = weight_mean(&[(&w, 3), (&w2, 3)], 4);
+        assert!((m[3] - 0.5).abs() < 1e-5 && (m[0] - 0.625).abs() < 1e-5, "{m:?}");
+    }
+
+    #[test]
+    fn gram_error_equals_the_output_error() {
+        let (t, rows, cols) = (50, 6, 40);
+        let x = noise(t * cols, 1);
+        let w = noise(rows * cols, 2);
+        let w_hat: Vec<f32> = w.iter().map(|v| v + 0.01 * v.signum()).collect();
+        let mut g = Gram::new(cols);
+        g.add(&x[..20 * cols]);
+        g.add(&x[20 * cols..]);
+        assert_eq!(g.rows(), 50);
+        let got = gram_error(&w, &w_hat, &g.matrix(), cols).unwrap();
+        let mut y = vec![0f32; t * rows];
+        let mut y_hat = vec![0f32; t * rows];
+        matmul_xwt(&x, t, cols, &w, rows, &mut y).unwrap();
+        matmul_xwt(&x, t, cols, &w_hat, rows, &mut y_hat).unwrap();
+        let want: f64 = y.iter().zip(&y_hat).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        assert!((got / want - 1.0).abs() < 1e-4, "{got} vs {want}");
+        // Scaling the Gram matrix is the Gram matrix of the scaled inputs.
+        let s: Vec<f32> = (0..cols).map(|i| 0.5 + i as f32 * 0.05).collect();
+        let xs: Vec<f32> =
+            x.chunks(cols).flat_map(|r| r.iter().zip(&s).map(|(v, s)| v / s)).collect();
+        let mut gs = Gram::new(cols);
+        gs.add(&xs);
+        for (a, b) in scale_gram(&g.matrix(), &s).iter().zip(gs.matrix()) {
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0));
+        }
+    }
+
+    #[test]
+    fn scaled_fake_quantization_with_unit_scales_is_plain_fake_quantization() {
+        let (rows, cols) = (4, 96);
+        let w = noise(rows * cols, 3);
+        let fq = FakeQuant::NBits(NBitsScheme::new(4, 32, false, ScaleType::F32).unwrap());
+        let mut a = vec![0f32; w.len()];
+        let mut b = vec![0f32; w.len()];
+        fake_quantize_scaled(&w, &vec![1.0; cols], &fq, &mut a).unwrap();
+        fq.apply(&w, cols, &mut b).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn clipping_never_increases_the_error_and_helps_on_outliers() {
+        let (t, rows, cols) = (64, 8, 64);
+        let x = noise(t * cols, 4);
+        let mut w = noise(rows * cols, 5);
+        // One outlier per row: clipping it trades a small error there for resolution elsewhere.
+        for r in 0..rows {
+            w[r * cols + r] = 3.0;
+        }
+        let mut g = Gram::new(cols);
+        g.add(&x);
+        let g = g.matrix();
+        for fq in [
+            FakeQuant::NBits(NBitsScheme::new(4, 32, true, ScaleType::F32).unwrap()),
+            FakeQuant::NBits(NBitsScheme::new(4, 16, false, ScaleType::F16).unwrap()),
+            FakeQuant::Ggml(BlockFormat::Q4_0),
+            FakeQuant::Ggml(BlockFormat::Q4_1),
+        ] {
+            let orig = w.clone();
+            let mut clipped = w.clone();
+            let out = clip_search(&mut clipped, cols, &fq, &g).unwrap();
+            assert!(out.error_after <= out.error_before, "{fq:?}: {out:?}");
+            assert!(out.clipped_blocks > 0, "{fq:?}: {out:?}");
+            // The reported error is the error of the clamped weights, quantized.
+            let mut q = vec![0f32; w.len()];
+            fq.apply(&clipped, cols, &mut q).unwrap();
+            let mut q0 = vec![0f32; w.len()];
+            fq.apply(&orig, cols, &mut q0).unwrap();
+            let full = gram_error(&orig, &q, &g, cols).unwrap();
+            let full0 = gram_error(&orig, &q0, &g, cols).unwrap();
+            assert!(full < full0, "{fq:?}: {full} vs {full0}");
+        }
+        // Float formats have nothing to clip.
+        let mut f = w.clone();
+        let out = clip_search(&mut f, cols, &FakeQuant::Ggml(BlockFormat::F16), &g).unwrap();
+        assert_eq!((out.blocks, f), (0, w));
+    }
+}
