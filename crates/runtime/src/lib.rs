@@ -63,7 +63,7 @@ pub use crate::{
     dtype::Dtype,
     engine::{
         ActivationHook, Engine, LayerRunner, LayerWeights, LinearInput, Logits, ModelWeights,
-        RopeCache, RopeTables, Session,
+        RopeCache, RopeTables, Session, rms_norm,
     },
     error::{Error, HeaderProblem, TensorProblem},
     generate::{Generation, Sampling, argmax, generate, generate_timed, stop_tokens},

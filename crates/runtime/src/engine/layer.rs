@@ -55,6 +55,7 @@ pub(crate) struct Scratch {
     gate_up: Vec<f32>,
     act: Vec<f32>,
     scores: Vec<f32>,
+    rows: usize,
 }
 
 impl Scratch {
@@ -69,12 +70,28 @@ impl Scratch {
             gate_up: vec![0.0; rows * 2 * i],
             act: vec![0.0; rows * i],
             scores: vec![0.0; spec.num_heads * capacity],
+            rows,
         }
     }
 }
 
-/// `out[r] = w * x[r] / sqrt(mean(x[r]^2) + eps)` for each row, as transformers' RMSNorm.
-pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+impl Scratch {
+    /// The normalized input of the first `rows` tokens.
+    pub(crate) fn xn_mut(&mut self, rows: usize) -> &mut [f32] {
+        let h = self.xn.len() / self.rows.max(1);
+        &mut self.xn[..rows * h]
+    }
+
+    /// A block's output for the first `rows` tokens.
+    pub(crate) fn proj(&self, rows: usize) -> &[f32] {
+        let h = self.proj.len() / self.rows.max(1);
+        &self.proj[..rows * h]
+    }
+}
+
+/// `out[r] = w * x[r] / sqrt(mean(x[r]^2) + eps)` for each row, as transformers' RMSNorm
+/// (`x` and `out` hold whole rows of `w.len()` values).
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let h = w.len();
     for (xr, or) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
         let ms = xr.iter().map(|v| v * v).sum::<f32>() / h as f32;
@@ -114,6 +131,19 @@ pub(crate) struct LayerContext<'a> {
     pub(crate) capacity: usize,
 }
 
+fn call_hook<'h>(
+    hook: &mut Option<&mut (dyn ActivationHook + 'h)>,
+    layer: usize,
+    projections: &'static [Linear],
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+) {
+    if let Some(hk) = hook.as_deref_mut() {
+        hk.linear_input(&LinearInput { layer, projections, x: &x[..rows * cols], rows, cols });
+    }
+}
+
 /// Runs one layer over `rows` tokens of the residual stream `x` (`rows x hidden`), appending
 /// their keys and values to `cache` at positions `start..start + rows`.
 pub(crate) fn layer_forward<'h>(
@@ -125,26 +155,36 @@ pub(crate) fn layer_forward<'h>(
     s: &mut Scratch,
     mut hook: Option<&mut (dyn ActivationHook + 'h)>,
 ) {
+    let h = cx.spec.hidden_size;
+    let eps = cx.spec.rms_norm_eps as f32;
+    rms_norm(&x[..rows * h], &w.attn_norm, eps, &mut s.xn[..rows * h]);
+    attention_block(cx, w, rows, cache, s, &mut hook);
+    for (a, b) in x[..rows * h].iter_mut().zip(s.proj.iter()) {
+        *a += b;
+    }
+    rms_norm(&x[..rows * h], &w.ffn_norm, eps, &mut s.xn[..rows * h]);
+    mlp_block(cx.spec, cx.layer, w, rows, s, &mut hook);
+    for (a, b) in x[..rows * h].iter_mut().zip(s.proj.iter()) {
+        *a += b;
+    }
+}
+
+/// The attention block over `rows` tokens of normalized input in `s.xn`: q/k/v projection,
+/// rotary embedding, attention against the cache (which receives the new keys and values),
+/// output projection into `s.proj` (`rows x hidden`, before the residual).
+pub(crate) fn attention_block<'h>(
+    cx: &LayerContext<'_>,
+    w: &LayerWeights,
+    rows: usize,
+    cache: &mut LayerCache,
+    s: &mut Scratch,
+    hook: &mut Option<&mut (dyn ActivationHook + 'h)>,
+) {
     let (spec, capacity) = (cx.spec, cx.capacity);
     let (h, d) = (spec.hidden_size, spec.head_dim);
-    let (q_dim, kv_dim, inter) = (spec.q_dim(), spec.kv_dim(), spec.intermediate_size);
-    let eps = spec.rms_norm_eps as f32;
-    let mut call_hook = |projections: &'static [Linear], x: &[f32], cols: usize| {
-        if let Some(hk) = hook.as_deref_mut() {
-            hk.linear_input(&LinearInput {
-                layer: cx.layer,
-                projections,
-                x: &x[..rows * cols],
-                rows,
-                cols,
-            });
-        }
-    };
-
-    // Attention block.
-    let xn = &mut s.xn[..rows * h];
-    rms_norm(&x[..rows * h], &w.attn_norm, eps, xn);
-    call_hook(&[Linear::Q, Linear::K, Linear::V], xn, h);
+    let (q_dim, kv_dim) = (spec.q_dim(), spec.kv_dim());
+    let xn = &s.xn[..rows * h];
+    call_hook(hook, cx.layer, &[Linear::Q, Linear::K, Linear::V], xn, rows, h);
     let width = q_dim + 2 * kv_dim;
     let qkv = &mut s.qkv[..rows * width];
     matmul(xn, rows, h, &w.qkv, qkv);
@@ -171,18 +211,25 @@ pub(crate) fn layer_forward<'h>(
                 .copy_from_slice(&s.heads[src..src + d]);
         }
     }
-    call_hook(&[Linear::O], attn, q_dim);
+    call_hook(hook, cx.layer, &[Linear::O], attn, rows, q_dim);
     let proj = &mut s.proj[..rows * h];
     matmul(attn, rows, q_dim, &w.o, proj);
     add_bias(proj, w.o_bias.as_deref());
-    for (a, b) in x[..rows * h].iter_mut().zip(proj.iter()) {
-        *a += b;
-    }
+}
 
-    // MLP block.
-    let xn = &mut s.xn[..rows * h];
-    rms_norm(&x[..rows * h], &w.ffn_norm, eps, xn);
-    call_hook(&[Linear::Gate, Linear::Up], xn, h);
+/// The MLP block over `rows` tokens of normalized input in `s.xn`: gate and up projections,
+/// SiLU gating, down projection into `s.proj` (`rows x hidden`, before the residual).
+pub(crate) fn mlp_block<'h>(
+    spec: &DecoderSpec,
+    layer: usize,
+    w: &LayerWeights,
+    rows: usize,
+    s: &mut Scratch,
+    hook: &mut Option<&mut (dyn ActivationHook + 'h)>,
+) {
+    let (h, inter) = (spec.hidden_size, spec.intermediate_size);
+    let xn = &s.xn[..rows * h];
+    call_hook(hook, layer, &[Linear::Gate, Linear::Up], xn, rows, h);
     let gu = &mut s.gate_up[..rows * 2 * inter];
     matmul(xn, rows, h, &w.gate_up, gu);
     add_bias(gu, w.gate_up_bias.as_deref());
@@ -198,13 +245,10 @@ pub(crate) fn layer_forward<'h>(
             *o = gv / (1.0 + *o) * uv;
         }
     });
-    call_hook(&[Linear::Down], act, inter);
+    call_hook(hook, layer, &[Linear::Down], act, rows, inter);
     let proj = &mut s.proj[..rows * h];
     matmul(act, rows, inter, &w.down, proj);
     add_bias(proj, w.down_bias.as_deref());
-    for (a, b) in x[..rows * h].iter_mut().zip(proj.iter()) {
-        *a += b;
-    }
 }
 
 /// Grouped-query attention of the `rows` new queries against the cache (which already holds

@@ -10,9 +10,9 @@ mod weights;
 
 use phiquant_quant::matmul_xwt;
 
-use self::layer::{LayerCache, LayerContext, Scratch, layer_forward, rms_norm};
+use self::layer::{LayerCache, LayerContext, Scratch, attention_block, layer_forward, mlp_block};
 pub use self::{
-    layer::{ActivationHook, LinearInput},
+    layer::{ActivationHook, LinearInput, rms_norm},
     rope::{RopeCache, RopeTables},
     weights::{LayerWeights, ModelWeights},
 };
@@ -251,6 +251,63 @@ impl LayerRunner {
             capacity: self.tokens,
         };
         layer_forward(&cx, w, hidden, rows, &mut self.cache, &mut self.scratch, hook);
+        Ok(())
+    }
+
+    fn check_rows(&self, rows: usize, input: &[f32], out: &[f32]) -> Result<(), Error> {
+        let need = rows * self.spec.hidden_size;
+        if rows > self.tokens || input.len() != need || out.len() != need {
+            return Err(Error::ContextFull { needed: rows, capacity: self.tokens });
+        }
+        Ok(())
+    }
+
+    /// Runs only the attention block of layer `layer` with weights `w`: q/k/v projections,
+    /// rotary embedding, attention and output projection, without the norm before it or the
+    /// residual after it. `xn` is the normalized input (`rows x hidden_size`, positions
+    /// `0..rows`); the block's output goes into `out` (`rows x hidden_size`). AWQ measures the
+    /// error of quantized q/k/v weights on this output.
+    pub fn attention<'h>(
+        &mut self,
+        layer: usize,
+        w: &LayerWeights,
+        xn: &[f32],
+        rows: usize,
+        out: &mut [f32],
+        mut hook: Option<&mut (dyn ActivationHook + 'h)>,
+    ) -> Result<(), Error> {
+        self.check_rows(rows, xn, out)?;
+        let cx = LayerContext {
+            spec: &self.spec,
+            rope: &self.rope,
+            layer,
+            start: 0,
+            last_pos: rows.max(1) - 1,
+            capacity: self.tokens,
+        };
+        self.scratch.xn_mut(rows).copy_from_slice(xn);
+        attention_block(&cx, w, rows, &mut self.cache, &mut self.scratch, &mut hook);
+        out.copy_from_slice(self.scratch.proj(rows));
+        Ok(())
+    }
+
+    /// Runs only the MLP block of layer `layer` with weights `w` (gate and up projections, SiLU
+    /// gating, down projection, no norm or residual) over `rows` tokens of normalized input
+    /// `xn`, into `out` (both `rows x hidden_size`). The MLP treats every token on its own, so
+    /// the rows need not be a sequence.
+    pub fn mlp<'h>(
+        &mut self,
+        layer: usize,
+        w: &LayerWeights,
+        xn: &[f32],
+        rows: usize,
+        out: &mut [f32],
+        mut hook: Option<&mut (dyn ActivationHook + 'h)>,
+    ) -> Result<(), Error> {
+        self.check_rows(rows, xn, out)?;
+        self.scratch.xn_mut(rows).copy_from_slice(xn);
+        mlp_block(&self.spec, layer, w, rows, &mut self.scratch, &mut hook);
+        out.copy_from_slice(self.scratch.proj(rows));
         Ok(())
     }
 
