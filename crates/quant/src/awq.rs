@@ -209,16 +209,6 @@ pub fn gram_error(w: &[f32], w_hat: &[f32], g: &[f32], cols: usize) -> Result<f6
     Ok(d.chunks_exact(cols).zip(dg.chunks_exact(cols)).map(|(a, b)| dot(a, b) as f64).sum())
 }
 
-/// `dᵀ G d` for a symmetric `G` (`d.len()` squared, row-major).
-fn quadratic(d: &[f32], g: &[f32]) -> f64 {
-    let n = d.len();
-    let mut sum = 0f64;
-    for (i, &di) in d.iter().enumerate() {
-        sum += (di * dot(&g[i * n..(i + 1) * n], d)) as f64;
-    }
-    sum
-}
-
 /// What a clipping search did to one matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ClipOutcome {
@@ -233,17 +223,53 @@ pub struct ClipOutcome {
     pub blocks: usize,
 }
 
+/// How the clipping search chooses a block's range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClipMode {
+    /// llm-awq's: one threshold `t = max|w_b| * (1 - i / 20)`, `i` in `0..10`, the block
+    /// clamped to `[-t, t]`.
+    Symmetric,
+    /// The block's maximum and minimum shrunk separately, `max_b * (1 - i / 20)` and
+    /// `min_b * (1 - j / 20)` for `i, j` in `0..10` (100 candidates): formats with a zero point
+    /// or a minimum can use a range that is not centred on zero.
+    TwoSided,
+}
+
+impl ClipMode {
+    /// The `(max, min)` shrink factors tried, no clipping first.
+    fn candidates(self) -> Vec<(f32, f32)> {
+        let f = |i: usize| 1.0 - i as f32 / CLIP_GRID;
+        match self {
+            ClipMode::Symmetric => (0..CLIP_STEPS).map(|i| (f(i), f(i))).collect(),
+            ClipMode::TwoSided => {
+                (0..CLIP_STEPS).flat_map(|i| (0..CLIP_STEPS).map(move |j| (f(i), f(j)))).collect()
+            }
+        }
+    }
+
+    /// The clamp range of a block with extremes `min`, `max` for shrink factors `(a, b)`.
+    fn range(self, min: f32, max: f32, (a, b): (f32, f32)) -> (f32, f32) {
+        match self {
+            ClipMode::Symmetric => {
+                let t = max.abs().max(min.abs()) * a;
+                (-t, t)
+            }
+            ClipMode::TwoSided => (min * b, max * a),
+        }
+    }
+}
+
 /// AWQ's clipping search: for every row and every block of `w` (`rows x cols`, blocks as `fq`
-/// lays them out), tries the thresholds `max|w_b| * (1 - i / 20)`, `i` in `0..10`, clamps the
-/// block to `[-t, t]`, fake-quantizes it, and keeps the threshold whose error against the
-/// unclipped weights, `dᵀ G_bb d`, is least (the first on ties, so no clipping unless it helps;
-/// llm-awq `auto_clip_layer`, which measures the same per-block error on sampled tokens).
-/// `w` is clamped in place. Float formats are left alone.
+/// lays them out), clamps the block to each candidate range of `mode`, fake-quantizes it, and
+/// keeps the range whose error against the unclipped weights, `dᵀ G_bb d`, is least (the first
+/// on ties, so no clipping unless it helps; llm-awq `auto_clip_layer`, which measures the same
+/// per-block error on sampled tokens). `w` is clamped in place. Float formats are left alone.
 pub fn clip_search(
     w: &mut [f32],
     cols: usize,
     fq: &FakeQuant,
     g: &[f32],
+    mode: ClipMode,
 ) -> Result<ClipOutcome, Error> {
     fq.check_cols(cols)?;
     if g.len() != cols * cols || !w.len().is_multiple_of(cols) {
@@ -256,64 +282,69 @@ pub fn clip_search(
     if fq.clip_len().is_none() {
         return Ok(ClipOutcome::default());
     }
-    let blocks: Vec<_> = fq.blocks(cols).collect();
-    // The diagonal blocks of G, contiguous, shared by every row.
-    let diag: Vec<Vec<f32>> = blocks
-        .iter()
-        .map(|r| {
-            let mut m = Vec::with_capacity(r.len() * r.len());
-            for i in r.clone() {
-                m.extend_from_slice(&g[i * cols + r.start..i * cols + r.end]);
+    let cands = mode.candidates();
+    let steps = cands.len();
+    let rows = w.len() / cols;
+    let mut out = ClipOutcome { blocks: rows * fq.blocks(cols).count(), ..Default::default() };
+    for r in fq.blocks(cols) {
+        let n = r.len();
+        // G's diagonal block for these columns.
+        let mut gb = Vec::with_capacity(n * n);
+        for i in r.clone() {
+            gb.extend_from_slice(&g[i * cols + r.start..i * cols + r.end]);
+        }
+        let extremes =
+            |x: &[f32]| x.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        // Every row's error vector for every candidate, then all the products with G_bb in
+        // one matrix product.
+        let mut d = vec![0f32; rows * steps * n];
+        d.par_chunks_mut(steps * n).zip(w.par_chunks(cols)).for_each(|(d, row)| {
+            let x = &row[r.clone()];
+            let (min, max) = extremes(x);
+            let mut buf = vec![0f32; n];
+            for (&c, d) in cands.iter().zip(d.chunks_exact_mut(n)) {
+                let (lo, hi) = mode.range(min, max, c);
+                for (b, &v) in buf.iter_mut().zip(x) {
+                    *b = v.max(lo).min(hi);
+                }
+                fq.apply_block(&buf, d);
+                for (dd, &v) in d.iter_mut().zip(x) {
+                    *dd -= v;
+                }
             }
-            m
-        })
-        .collect();
-    let per_row: Vec<(f64, f64, usize)> = w
-        .par_chunks_mut(cols)
-        .map(|row| {
-            let (mut before, mut after, mut clipped) = (0f64, 0f64, 0usize);
-            let longest = blocks.iter().map(|r| r.len()).max().unwrap_or(0);
-            let (mut buf, mut q, mut d) =
-                (vec![0f32; longest], vec![0f32; longest], vec![0f32; longest]);
-            for (r, gb) in blocks.iter().zip(&diag) {
+        });
+        let mut dg = vec![0f32; d.len()];
+        matmul_xwt(&d, rows * steps, n, &gb, n, &mut dg)?;
+        let picks: Vec<(f64, f64, bool)> = w
+            .par_chunks_mut(cols)
+            .zip(d.par_chunks(steps * n).zip(dg.par_chunks(steps * n)))
+            .map(|(row, (d, dg))| {
                 let x = &mut row[r.clone()];
-                let n = x.len();
-                let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let (mut best, mut best_t) = (f64::INFINITY, amax);
-                for i in 0..CLIP_STEPS {
-                    let t = amax * (1.0 - i as f32 / CLIP_GRID);
-                    for (b, &v) in buf[..n].iter_mut().zip(x.iter()) {
-                        *b = v.clamp(-t, t);
-                    }
-                    fq.apply_block(&buf[..n], &mut q[..n]);
-                    for ((dd, &qq), &v) in d[..n].iter_mut().zip(&q[..n]).zip(x.iter()) {
-                        *dd = qq - v;
-                    }
-                    let err = quadratic(&d[..n], gb);
+                let (min, max) = extremes(x);
+                let errs = d.chunks_exact(n).zip(dg.chunks_exact(n)).map(|(a, b)| dot(a, b) as f64);
+                let (mut best, mut best_i, mut first) = (f64::INFINITY, 0, 0.0);
+                for (i, e) in errs.enumerate() {
                     if i == 0 {
-                        before += err;
+                        first = e;
                     }
-                    if err < best {
-                        best = err;
-                        best_t = t;
+                    if e < best {
+                        (best, best_i) = (e, i);
                     }
                 }
-                after += best;
-                if best_t < amax {
-                    clipped += 1;
+                if best_i > 0 {
+                    let (lo, hi) = mode.range(min, max, cands[best_i]);
                     for v in x.iter_mut() {
-                        *v = v.clamp(-best_t, best_t);
+                        *v = v.max(lo).min(hi);
                     }
                 }
-            }
-            (before, after, clipped)
-        })
-        .collect();
-    let mut out = ClipOutcome { blocks: per_row.len() * blocks.len(), ..Default::default() };
-    for (b, a, c) in per_row {
-        out.error_before += b;
-        out.error_after += a;
-        out.clipped_blocks += c;
+                (first, best, best_i > 0)
+            })
+            .collect();
+        for (before, after, clipped) in picks {
+            out.error_before += before;
+            out.error_after += after;
+            out.clipped_blocks += usize::from(clipped);
+        }
     }
     Ok(out)
 }
@@ -428,15 +459,25 @@ mod tests {
         let mut g = Gram::new(cols);
         g.add(&x);
         let g = g.matrix();
-        for fq in [
-            FakeQuant::NBits(NBitsScheme::new(4, 32, true, ScaleType::F32).unwrap()),
-            FakeQuant::NBits(NBitsScheme::new(4, 16, false, ScaleType::F16).unwrap()),
-            FakeQuant::Ggml(BlockFormat::Q4_0),
-            FakeQuant::Ggml(BlockFormat::Q4_1),
+        for (fq, mode) in [
+            (
+                FakeQuant::NBits(NBitsScheme::new(4, 32, true, ScaleType::F32).unwrap()),
+                ClipMode::Symmetric,
+            ),
+            (
+                FakeQuant::NBits(NBitsScheme::new(4, 16, false, ScaleType::F16).unwrap()),
+                ClipMode::Symmetric,
+            ),
+            (
+                FakeQuant::NBits(NBitsScheme::new(4, 16, false, ScaleType::F32).unwrap()),
+                ClipMode::TwoSided,
+            ),
+            (FakeQuant::Ggml(BlockFormat::Q4_0), ClipMode::Symmetric),
+            (FakeQuant::Ggml(BlockFormat::Q4_1), ClipMode::TwoSided),
         ] {
             let orig = w.clone();
             let mut clipped = w.clone();
-            let out = clip_search(&mut clipped, cols, &fq, &g).unwrap();
+            let out = clip_search(&mut clipped, cols, &fq, &g, mode).unwrap();
             assert!(out.error_after <= out.error_before, "{fq:?}: {out:?}");
             assert!(out.clipped_blocks > 0, "{fq:?}: {out:?}");
             // The reported error is the error of the clamped weights, quantized.
@@ -450,7 +491,9 @@ mod tests {
         }
         // Float formats have nothing to clip.
         let mut f = w.clone();
-        let out = clip_search(&mut f, cols, &FakeQuant::Ggml(BlockFormat::F16), &g).unwrap();
+        let out =
+            clip_search(&mut f, cols, &FakeQuant::Ggml(BlockFormat::F16), &g, ClipMode::TwoSided)
+                .unwrap();
         assert_eq!((out.blocks, f), (0, w));
     }
 }
