@@ -197,7 +197,7 @@ impl Session<'_> {
 /// Runs one decoder layer at a time over one sequence, for callers that hold a single layer's
 /// weights in memory (AWQ calibration loads layer `l` with [`LayerWeights::load`], runs every
 /// sample through it, and drops it before loading layer `l + 1`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LayerRunner {
     spec: DecoderSpec,
     rope: RopeCache,
