@@ -125,6 +125,14 @@ pub enum Error {
         /// Why it cannot be written.
         reason: String,
     },
+    /// Calibration data or an AWQ setting that cannot be used.
+    #[error("{option}: {reason}")]
+    Calibration {
+        /// The option (and value, or file) concerned.
+        option: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// An invariant of phiquant's own code failed (a bug, not bad input).
     #[error("internal error: {0} (please report this as a phiquant bug)")]
     Internal(String),

@@ -10,7 +10,11 @@
 //!   [`ResolvedModel`], downloading through [`HubOptions`] (the `HF_*` environment) when needed.
 //! - [`SourceModel::open`] opens it for export: weights under Hugging Face names, the model's
 //!   spec, and its tokenizer files, whether it came as a folder or a GGUF file.
-//! - [`gguf::export_gguf`] writes GGUF targets, [`hf::export_hf`] Hugging Face folders.
+//! - [`gguf::export_gguf`] writes GGUF targets, [`onnx::export_onnx`] onnxruntime-genai folders,
+//!   [`hf::export_hf`] Hugging Face folders.
+//! - [`awq::awq_transform`] runs AWQ against a target's quantizer
+//!   ([`awq::LinearQuantizers`]) and gives a transformed model that any writer takes through
+//!   [`SourceModel::with_weights`].
 //! - [`TARGETS`] lists every target ([`Target`]) and [`target_fit`] says how one fits a model.
 //! - [`inspect`] opens and checks a checkpoint and builds an [`InspectReport`].
 //!
@@ -27,6 +31,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod awq;
 mod error;
 pub mod gguf;
 pub mod hf;

@@ -3,6 +3,8 @@
 //! hands out tensors under their Hugging Face names, the [`DecoderSpec`] they belong to, and the
 //! tokenizer and generation files ([`AuxFiles`]).
 
+use std::sync::Arc;
+
 use phiquant_runtime::{
     AuxFiles, Checkpoint, DecoderSpec, WeightSource,
     gguf::{GgufModel, GgufValue},
@@ -12,7 +14,7 @@ use crate::{Error, ModelKind, Origin, ResolvedModel, gguf::general_name};
 
 /// A model's weights, description and tokenizer, ready to be written as any target.
 pub struct SourceModel {
-    weights: Box<dyn WeightSource>,
+    weights: Arc<dyn WeightSource + Send + Sync>,
     aux: AuxFiles,
     name: String,
     gguf_tokenizer: Option<Vec<(String, GgufValue)>>,
@@ -56,7 +58,7 @@ impl SourceModel {
                 };
                 Ok(SourceModel {
                     aux: AuxFiles::from_dir(&model.dir)?,
-                    weights: Box::new(ckpt),
+                    weights: Arc::new(ckpt),
                     name: general_name(&folder),
                     gguf_tokenizer: None,
                     gguf_general: Vec::new(),
@@ -79,7 +81,7 @@ impl SourceModel {
                 let general =
                     keys(&|k| k.starts_with("general.") && !COMPUTED_GENERAL_KEYS.contains(&k));
                 Ok(SourceModel {
-                    weights: Box::new(gguf),
+                    weights: Arc::new(gguf),
                     aux,
                     name,
                     gguf_tokenizer: Some(tokenizer),
@@ -92,6 +94,23 @@ impl SourceModel {
     /// The weights, under their Hugging Face names.
     pub fn weights(&self) -> &dyn WeightSource {
         self.weights.as_ref()
+    }
+
+    /// The weights, shared (a transform keeps the tensors it does not change from them).
+    pub fn shared_weights(&self) -> Arc<dyn WeightSource + Send + Sync> {
+        Arc::clone(&self.weights)
+    }
+
+    /// The same model (tokenizer, name, GGUF keys) with other weights of the same spec, such as
+    /// AWQ's transformed ones ([`crate::awq::awq_transform`]).
+    pub fn with_weights(&self, weights: Arc<dyn WeightSource + Send + Sync>) -> SourceModel {
+        SourceModel {
+            weights,
+            aux: self.aux.clone(),
+            name: self.name.clone(),
+            gguf_tokenizer: self.gguf_tokenizer.clone(),
+            gguf_general: self.gguf_general.clone(),
+        }
     }
 
     /// The model.

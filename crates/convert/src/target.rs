@@ -55,6 +55,9 @@ pub enum Weights {
         base: BlockFormat,
         /// A llama.cpp mixture name (`Q4_K_M`) when tensors get different types.
         mixture: Option<&'static str>,
+        /// How the weights given to llama.cpp's quantizer are prepared: as they are (RTN), or
+        /// scaled and clipped by AWQ first (4-bit types only).
+        algo: Algo,
     },
 }
 
@@ -86,7 +89,7 @@ const fn int4(algo: Algo, block_size: usize, symmetric: bool, accuracy_level: u8
 }
 
 const fn gguf(base: BlockFormat) -> Weights {
-    Weights::Gguf { base, mixture: None }
+    Weights::Gguf { base, mixture: None, algo: Algo::Rtn }
 }
 
 const fn onnx(
@@ -184,7 +187,10 @@ pub const TARGETS: [Target; 14] = [
     gguf_target("gguf-q8_0", gguf(BlockFormat::Q8_0)),
     gguf_target("gguf-q4_0", gguf(BlockFormat::Q4_0)),
     gguf_target("gguf-q4_1", gguf(BlockFormat::Q4_1)),
-    gguf_target("gguf-q4_k_m", Weights::Gguf { base: BlockFormat::Q4K, mixture: Some("Q4_K_M") }),
+    gguf_target(
+        "gguf-q4_k_m",
+        Weights::Gguf { base: BlockFormat::Q4K, mixture: Some("Q4_K_M"), algo: Algo::Rtn },
+    ),
     hf_target("hf-f16", BlockFormat::F16),
     hf_target("hf-bf16", BlockFormat::Bf16),
 ];
@@ -222,9 +228,19 @@ impl Target {
                 };
                 format!("int4 {algo}, block {block_size}, {sym}{acc}, MatMulNBits")
             }
-            Weights::Gguf { base, mixture: None } => format!("llama.cpp {base}"),
-            Weights::Gguf { mixture: Some(m), .. } => {
-                format!("llama.cpp {m} (Q4_K base, Q6_K for output and some attn_v/ffn_down)")
+            Weights::Gguf { base, mixture, algo } => {
+                let kind = match mixture {
+                    None => format!("llama.cpp {base}"),
+                    Some(m) => {
+                        format!(
+                            "llama.cpp {m} (Q4_K base, Q6_K for output and some attn_v/ffn_down)"
+                        )
+                    }
+                };
+                match algo {
+                    Algo::Rtn => kind,
+                    Algo::Awq => format!("{kind}, weights scaled and clipped by AWQ first"),
+                }
             }
         }
     }
@@ -260,6 +276,28 @@ impl QuantOverrides {
 }
 
 impl Target {
+    /// Whether a GGUF base type is quantized to 4 bits, so that AWQ can prepare its weights.
+    pub fn gguf_takes_awq(base: BlockFormat) -> bool {
+        matches!(base, BlockFormat::Q4_0 | BlockFormat::Q4_1 | BlockFormat::Q4K)
+    }
+
+    /// Whether `--algo` applies to this target (int4 ONNX and 4-bit GGUF targets).
+    pub fn takes_algo(&self) -> bool {
+        match self.weights {
+            Weights::Int4 { .. } => true,
+            Weights::Gguf { base, .. } => Target::gguf_takes_awq(base),
+            Weights::Float { .. } => false,
+        }
+    }
+
+    /// The algorithm of the weights (`Rtn` for float targets, which round nothing).
+    pub fn algo_of(weights: &Weights) -> Algo {
+        match *weights {
+            Weights::Int4 { algo, .. } | Weights::Gguf { algo, .. } => algo,
+            Weights::Float { .. } => Algo::Rtn,
+        }
+    }
+
     /// The weight scheme with `overrides` applied to int4 weights (other weights are returned as
     /// they are); values phiquant cannot write are errors naming the option.
     pub fn weights_with(&self, overrides: &QuantOverrides) -> Result<Weights, crate::Error> {
@@ -280,12 +318,6 @@ impl Target {
                          3 (bf16) or 4 (int8)"
                     )));
                 }
-                if algo == Algo::Awq {
-                    return Err(refuse(
-                        "AWQ is not implemented yet; pass --algo rtn for round-to-nearest int4"
-                            .into(),
-                    ));
-                }
                 Ok(Weights::Int4 {
                     algo,
                     block_size,
@@ -293,8 +325,12 @@ impl Target {
                     accuracy_level,
                 })
             }
-            // Float and GGUF weights have nothing to override: with several targets, the
-            // overrides are for the int4 ones (see `QuantOverrides::first_option`).
+            // The 4-bit llama.cpp types take --algo; their blocks and symmetry are the format's.
+            Weights::Gguf { base, mixture, .. } if Target::gguf_takes_awq(base) => {
+                Ok(Weights::Gguf { base, mixture, algo: overrides.algo.unwrap_or(Algo::Rtn) })
+            }
+            // Float weights and the other GGUF types have nothing to override: with several
+            // targets, the overrides are for the 4-bit ones (see `QuantOverrides::first_option`).
             Weights::Float { .. } | Weights::Gguf { .. } => Ok(self.weights),
         }
     }
@@ -394,7 +430,7 @@ pub fn target_fit(target: &Target, spec: &DecoderSpec) -> TargetFit {
                 )
             }
         }
-        Weights::Gguf { base, mixture } => {
+        Weights::Gguf { base, mixture, .. } => {
             let misfit = rows.iter().filter(|&&k| !base.fits_row(k)).count();
             let to_f16 = rows.iter().filter(|&&k| !BlockFormat::Q5_0.fits_row(k)).count();
             if misfit == 0 {
@@ -435,5 +471,33 @@ mod tests {
         assert!(find_target("dml-int4").unwrap().note.unwrap().contains("deprecated"));
         assert!(find_target("cpu-int4").unwrap().scheme().contains("scale = -m/8"));
         assert!(find_target("hf-bf16").unwrap().scheme().contains("model.safetensors in bf16"));
+    }
+
+    #[test]
+    fn algo_overrides() {
+        let awq = QuantOverrides { algo: Some(Algo::Awq), ..Default::default() };
+        let dml = find_target("dml-int4").unwrap();
+        assert_eq!(Target::algo_of(&dml.weights_with(&Default::default()).unwrap()), Algo::Awq);
+        let rtn = QuantOverrides { algo: Some(Algo::Rtn), ..Default::default() };
+        assert_eq!(Target::algo_of(&dml.weights_with(&rtn).unwrap()), Algo::Rtn);
+        for name in ["cpu-int4", "gguf-q4_0", "gguf-q4_1", "gguf-q4_k_m"] {
+            let t = find_target(name).unwrap();
+            assert!(t.takes_algo(), "{name}");
+            assert_eq!(Target::algo_of(&t.weights_with(&awq).unwrap()), Algo::Awq, "{name}");
+        }
+        assert!(
+            find_target("gguf-q4_k_m").unwrap().weights_with(&awq).unwrap()
+                != find_target("gguf-q4_k_m").unwrap().weights
+        );
+        for name in ["gguf-q8_0", "gguf-f16", "gguf-f32", "cpu-fp32", "hf-f16"] {
+            let t = find_target(name).unwrap();
+            assert!(!t.takes_algo(), "{name}");
+            assert_eq!(Target::algo_of(&t.weights_with(&awq).unwrap()), Algo::Rtn, "{name}");
+        }
+        assert!(find_target("gguf-q4_0").unwrap().weights_with(&awq).unwrap().eq(&Weights::Gguf {
+            base: BlockFormat::Q4_0,
+            mixture: None,
+            algo: Algo::Awq
+        }));
     }
 }

@@ -1,0 +1,216 @@
+//! AWQ against round-to-nearest on held-out text, measured with the native engine on
+//! fake-quantized weights (every decoder linear layer quantized and dequantized exactly as the
+//! target's writer stores it; embedding, norms and LM head in full precision): perplexity and
+//! the mean KL divergence from the full-precision model's next-token distributions.
+//!
+//! ```sh
+//! cargo run --release --no-default-features -p phiquant-convert --example awq_quality -- \
+//!     --model DIR --calib ../shared/corpora/tinystories-val.txt --samples 32 --len 512 \
+//!     --heldout ../shared/corpora/sotu.txt --chunks 8 --ctx 512 --group 128
+//! ```
+//!
+//! Prints one JSON line per variant (`fp`, `rtn-asym`, `awq-asym`, `rtn-sym`, `awq-sym`).
+//! Options: `--only asym|sym`, `--loss-tokens N`, `--grid N`, `--no-clip`, `--no-duo`,
+//! `--propagation quantized|float`, `--joint-clip`, `--two-sided-clip`, `--fp16-scales` (the fp16-I/O targets' quantizer), `--linears q,k,v,o,gate,up,down`
+//! (only those quantized).
+
+use std::{io::Write, path::PathBuf, sync::Arc};
+
+use phiquant_convert::{
+    awq::{
+        AwqOptionsBuilder, Calibration, LinearQuantizers, Propagation, awq_transform,
+        fake_quantized_model,
+    },
+    onnx::{Ep, IoType, OnnxScheme, OnnxWeights},
+};
+use phiquant_quant::{BlockFormat, FakeQuant};
+use phiquant_runtime::{
+    Checkpoint, Engine, Logits, ModelWeights, Tokenizer, WeightSource, log_prob,
+};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+struct Args {
+    model: PathBuf,
+    calib: PathBuf,
+    heldout: PathBuf,
+    samples: usize,
+    len: usize,
+    chunks: usize,
+    ctx: usize,
+    group: usize,
+    only: Option<String>,
+    options: AwqOptionsBuilder,
+    fp16: bool,
+    linears: Option<Vec<String>>,
+}
+
+fn parse() -> Result<Args> {
+    let mut a = Args {
+        model: PathBuf::new(),
+        calib: PathBuf::new(),
+        heldout: PathBuf::new(),
+        samples: 32,
+        len: 512,
+        chunks: 8,
+        ctx: 512,
+        group: 128,
+        only: None,
+        options: AwqOptionsBuilder::new(),
+        fp16: false,
+        linears: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--model" => a.model = value()?.into(),
+            "--calib" => a.calib = value()?.into(),
+            "--heldout" => a.heldout = value()?.into(),
+            "--samples" => a.samples = value()?.parse()?,
+            "--len" => a.len = value()?.parse()?,
+            "--chunks" => a.chunks = value()?.parse()?,
+            "--ctx" => a.ctx = value()?.parse()?,
+            "--group" => a.group = value()?.parse()?,
+            "--only" => a.only = Some(value()?),
+            "--loss-tokens" => {
+                a.options.loss_tokens(value()?.parse()?);
+            }
+            "--grid" => {
+                a.options.grid(value()?.parse()?);
+            }
+            "--propagation" => {
+                a.options.propagation(match value()?.as_str() {
+                    "float" => Propagation::Float,
+                    _ => Propagation::Quantized,
+                });
+            }
+            "--no-clip" => {
+                a.options.clip(false);
+            }
+            "--two-sided-clip" => {
+                a.options.two_sided_clip(true);
+            }
+            "--joint-clip" => {
+                a.options.joint_clip(true);
+            }
+            "--no-duo" => {
+                a.options.duo(false);
+            }
+            "--fp16-scales" => a.fp16 = true,
+            "--linears" => a.linears = Some(value()?.split(',').map(String::from).collect()),
+            other => return Err(format!("unknown option {other}").into()),
+        }
+    }
+    Ok(a)
+}
+
+/// Log-softmax of each row.
+fn log_softmax(logits: &[f32], vocab: usize) -> Vec<f64> {
+    logits
+        .chunks_exact(vocab)
+        .flat_map(|row| {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+            let lse = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+            row.iter().map(move |&v| v as f64 - lse)
+        })
+        .collect()
+}
+
+/// Perplexity of `weights` over the chunks (every position scored) and the mean KL divergence
+/// of its next-token distributions from `fp`'s.
+fn score(fp: &Engine, q: &Engine, chunks: &[Vec<u32>]) -> Result<(f64, f64)> {
+    let vocab = fp.spec().vocab_size;
+    let (mut nll, mut kld, mut n) = (0f64, 0f64, 0usize);
+    for c in chunks {
+        let mut s = fp.session(c.len());
+        let p = log_softmax(s.forward(c, Logits::All)?, vocab);
+        let mut s = q.session(c.len());
+        let logits = s.forward(c, Logits::All)?.to_vec();
+        let lq = log_softmax(&logits, vocab);
+        for j in 0..c.len() - 1 {
+            nll -= log_prob(&logits[j * vocab..(j + 1) * vocab], c[j + 1]);
+            let (pr, qr) = (&p[j * vocab..(j + 1) * vocab], &lq[j * vocab..(j + 1) * vocab]);
+            kld += pr.iter().zip(qr).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+            n += 1;
+        }
+    }
+    Ok(((nll / n as f64).exp(), kld / n as f64))
+}
+
+fn main() -> Result<()> {
+    let args = parse()?;
+    let options = args.options.build()?;
+    let ckpt: Arc<dyn WeightSource + Send + Sync> = Arc::new(Checkpoint::open(&args.model)?);
+    let spec = ckpt.spec().clone();
+    let tokenizer = Tokenizer::from_dir(&args.model, spec.bos_token_id)?;
+    let text = std::fs::read_to_string(&args.calib)?;
+    let calib = Calibration::from_text(
+        &text,
+        &args.calib.display().to_string(),
+        &tokenizer,
+        args.samples,
+        args.len,
+    )?;
+    let held = tokenizer.encode_prompt(&std::fs::read_to_string(&args.heldout)?)?;
+    let bos = if tokenizer.adds_bos() { tokenizer.bos() } else { None };
+    let chunks: Vec<Vec<u32>> = held
+        .chunks_exact(args.ctx)
+        .take(args.chunks)
+        .map(|c| {
+            let mut c = c.to_vec();
+            if let Some(b) = bos {
+                c[0] = b;
+            }
+            c
+        })
+        .collect();
+    let fp = Engine::load(ckpt.as_ref())?;
+    let mut out = std::io::stdout().lock();
+    let (ppl, _) = score(&fp, &fp, &chunks)?;
+    writeln!(out, "{{\"variant\":\"fp\",\"ppl\":{ppl:.4}}}")?;
+    let scratch =
+        std::env::temp_dir().join(format!("awq-quality-{}.safetensors", std::process::id()));
+    for sym in [false, true] {
+        let name = if sym { "sym" } else { "asym" };
+        if args.only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
+        let scheme = OnnxScheme {
+            ep: Ep::Cpu,
+            io: if args.fp16 { IoType::F16 } else { IoType::F32 },
+            weights: OnnxWeights::Int4 {
+                block_size: args.group,
+                symmetric: sym,
+                accuracy_level: 0,
+            },
+        };
+        let all = LinearQuantizers::for_onnx(&spec, &scheme, "cpu-int4")?;
+        // With --linears, the other projections stay in full precision (an ablation).
+        let quantizers = LinearQuantizers::from_fn(&spec, |l, linear, _| {
+            let name = format!("{linear:?}").to_lowercase();
+            Ok(match &args.linears {
+                Some(keep) if !keep.contains(&name) => FakeQuant::Ggml(BlockFormat::F32),
+                _ => *all.get(l, linear),
+            })
+        })?;
+        let rtn = fake_quantized_model(ckpt.as_ref(), &quantizers)?;
+        let (ppl, kld) = score(&fp, &Engine::new(spec.clone(), rtn)?, &chunks)?;
+        writeln!(out, "{{\"variant\":\"rtn-{name}\",\"ppl\":{ppl:.4},\"kld\":{kld:.5}}}")?;
+        let started = std::time::Instant::now();
+        let mut log = std::io::stderr();
+        let awq =
+            awq_transform(Arc::clone(&ckpt), &calib, &quantizers, &options, &scratch, &mut |r| {
+                let _ = writeln!(log, "{r}");
+            })?;
+        let secs = started.elapsed().as_secs_f64();
+        let weights: ModelWeights = fake_quantized_model(&awq, &quantizers)?;
+        drop(awq);
+        let (ppl, kld) = score(&fp, &Engine::new(spec.clone(), weights)?, &chunks)?;
+        writeln!(
+            out,
+            "{{\"variant\":\"awq-{name}\",\"ppl\":{ppl:.4},\"kld\":{kld:.5},\"awq_seconds\":{secs:.1}}}"
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! Activation-aware weight quantization (AWQ) as a transform of the source model: each decoder
+//! layer's weights are scaled (and clipped) so that the target's own round-to-nearest quantizer,
+//! applied afterwards by the unchanged GGUF and ONNX writers, loses less of what the layer
+//! computes (`../shared/DESIGN.md` §6; llm-awq `awq/quantize/auto_scale.py`, `auto_clip.py`).
+//!
+//! The transform streams: layers are processed one at a time through the runtime's
+//! [`LayerRunner`](phiquant_runtime::LayerRunner), with one layer's float weights and the
+//! calibration windows' activations in memory, and each transformed layer is appended to a
+//! scratch safetensors file. [`awq_transform`] returns the result as a [`WeightSource`]
+//! ([`AwqWeights`]) that [`SourceModel::with_weights`](crate::SourceModel::with_weights) puts
+//! in place of the original weights for any writer.
+//!
+//! Per layer:
+//! - one full-precision pass over every calibration window collects each linear input's mean
+//!   magnitude per channel and its Gram matrix, and the attention block's and MLP's outputs on
+//!   a subset of the windows (`loss_tokens`);
+//! - for each scale group ([`ScaleGroup`]) the grid `a = 0, 1/20, .., 19/20` of duo scales
+//!   `x_mean^a / (w_mean^(1-a) + 1e-4)`, plus unit scales (plain RTN, so AWQ never does worse
+//!   on its own measure), is scored by the error of the group's output with the weights
+//!   `Q(W * s) / s`, `Q` the target's quantizer for each matrix: the whole attention block for
+//!   q/k/v, the whole MLP for gate/up, and through Gram matrices (every token, exactly) for
+//!   v -> o and up -> down;
+//! - the scales are folded into the RMSNorm weights or the preceding linear's rows; v -> o only
+//!   without grouped-query attention, and only ever v's rows (never q or k rows of a fused
+//!   Phi-3 `qkv_proj`);
+//! - a clipping search per row and block (the target's blocks, a shorter last one included)
+//!   on v, o, gate, up and down;
+//! - the full-precision layer's output is the next layer's input (or, as an option, the
+//!   output with the quantized weights).
+//!
+//! Everything is parallel with rayon and sums run in a fixed order: the result depends on the
+//! calibration windows alone, never on the thread count.
+
+mod calib;
+mod quantizers;
+mod search;
+mod weights;
+
+use std::{collections::BTreeMap, io::BufWriter, path::Path, sync::Arc};
+
+use phiquant_runtime::{
+    DecoderSpec, Dtype, LayerRunner, LayerWeights, Linear, ModelWeights, TensorRole, WeightSource,
+};
+use serde::Serialize;
+
+use self::search::{Activations, LayerSearch, rows_of};
+pub use self::{
+    calib::{
+        CalibOrigin, Calibration, DEFAULT_CALIB_LEN, DEFAULT_CALIB_SAMPLES, MAX_CALIB_SAMPLES,
+        check_calib_shape,
+    },
+    quantizers::LinearQuantizers,
+    search::{GroupOutcome, GroupReport, LayerReport, ScaleGroup, v_feeds_o_one_to_one},
+    weights::AwqWeights,
+};
+use crate::{
+    Error,
+    hf::{PlannedSafetensor, write_safetensors},
+};
+
+/// How the next layer's calibration input is produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Propagation {
+    /// Run the layer with its scaled, clipped and quantized weights, so that the next layer is
+    /// calibrated on the inputs it will see in the quantized model (costs one more pass).
+    Quantized,
+    /// The full-precision layer's output, from the statistics pass (llm-awq's and AutoAWQ's
+    /// choice; the default).
+    Float,
+}
+
+/// The settings of an AWQ run; built by [`AwqOptionsBuilder`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AwqOptions {
+    grid: usize,
+    duo: bool,
+    clip: bool,
+    joint_clip: bool,
+    two_sided_clip: bool,
+    loss_tokens: usize,
+    propagation: Propagation,
+}
+
+impl Default for AwqOptions {
+    fn default() -> AwqOptions {
+        AwqOptionsBuilder::new().build().expect("the defaults are valid")
+    }
+}
+
+impl AwqOptions {
+    /// Points of the scale grid.
+    pub fn grid(&self) -> usize {
+        self.grid
+    }
+
+    /// Whether scales use the weight statistic too (duo scaling).
+    pub fn duo(&self) -> bool {
+        self.duo
+    }
+
+    /// Whether the clipping search runs.
+    pub fn clip(&self) -> bool {
+        self.clip
+    }
+
+    /// Whether each scale candidate is scored with its weights clipped.
+    pub fn joint_clip(&self) -> bool {
+        self.joint_clip
+    }
+
+    /// Whether asymmetric formats get the two-sided clipping search.
+    pub fn two_sided_clip(&self) -> bool {
+        self.two_sided_clip
+    }
+
+    /// Tokens the attention block's and the MLP's errors are measured on.
+    pub fn loss_tokens(&self) -> usize {
+        self.loss_tokens
+    }
+
+    /// How the next layer's input is produced.
+    pub fn propagation(&self) -> Propagation {
+        self.propagation
+    }
+}
+
+/// Builds [`AwqOptions`]; the defaults are the reference's (a grid of 20, duo scaling,
+/// clipping after the scale search, the next layer calibrated on the full-precision layer's
+/// output), with the block errors measured on 4096 tokens.
+#[derive(Debug, Clone)]
+pub struct AwqOptionsBuilder {
+    options: AwqOptions,
+}
+
+impl Default for AwqOptionsBuilder {
+    fn default() -> AwqOptionsBuilder {
+        AwqOptionsBuilder::new()
+    }
+}
+
+/// The most grid points accepted.
+pub const MAX_GRID: usize = 1000;
+
+impl AwqOptionsBuilder {
+    /// The defaults.
+    pub fn new() -> AwqOptionsBuilder {
+        AwqOptionsBuilder {
+            options: AwqOptions {
+                grid: phiquant_quant::AWQ_GRID,
+                duo: true,
+                clip: true,
+                joint_clip: false,
+                two_sided_clip: false,
+                loss_tokens: 4096,
+                propagation: Propagation::Float,
+            },
+        }
+    }
+
+    /// Grid points `a = i / n`, `i` in `0..n` (default 20).
+    pub fn grid(&mut self, n: usize) -> &mut Self {
+        self.options.grid = n;
+        self
+    }
+
+    /// Duo scaling (default on): `x_mean^a / (w_mean^(1-a) + 1e-4)`; off: `x_mean^a`.
+    pub fn duo(&mut self, on: bool) -> &mut Self {
+        self.options.duo = on;
+        self
+    }
+
+    /// The clipping search (default on). Off, the transform only scales: the model computes
+    /// the same function (the acceptance test of the transform).
+    pub fn clip(&mut self, on: bool) -> &mut Self {
+        self.options.clip = on;
+        self
+    }
+
+    /// Score every scale candidate with its weights clipped (the clipping search run inside
+    /// the scale search; default off: scales first, then clipping, as the reference).
+    pub fn joint_clip(&mut self, on: bool) -> &mut Self {
+        self.options.joint_clip = on;
+        self
+    }
+
+    /// For formats with a zero point or a minimum (asymmetric `MatMulNBits`, Q4_1, Q4_K),
+    /// shrink each block's maximum and minimum separately (100 candidates) rather than its
+    /// magnitude (10, the reference's search).
+    pub fn two_sided_clip(&mut self, on: bool) -> &mut Self {
+        self.options.two_sided_clip = on;
+        self
+    }
+
+    /// Calibration tokens on which the attention block's and the MLP's outputs are compared
+    /// (default 4096; whole windows for attention). The statistics and the Gram matrices use
+    /// every token.
+    pub fn loss_tokens(&mut self, n: usize) -> &mut Self {
+        self.options.loss_tokens = n;
+        self
+    }
+
+    /// How the next layer's input is produced (default [`Propagation::Float`], which measured
+    /// better on SmolLM2-135M; see BENCHMARKS.md).
+    pub fn propagation(&mut self, p: Propagation) -> &mut Self {
+        self.options.propagation = p;
+        self
+    }
+
+    /// Checks the settings.
+    pub fn build(&self) -> Result<AwqOptions, Error> {
+        let o = &self.options;
+        if o.grid == 0 || o.grid > MAX_GRID {
+            return Err(Error::Calibration {
+                option: format!("AWQ grid {}", o.grid),
+                reason: format!("expected 1 to {MAX_GRID} points"),
+            });
+        }
+        if o.loss_tokens == 0 {
+            return Err(Error::Calibration {
+                option: "AWQ loss tokens 0".into(),
+                reason: "expected at least one token".into(),
+            });
+        }
+        Ok(o.clone())
+    }
+}
+
+/// The tensors a layer stores (the checkpoint's layout: Phi-3's fused `qkv_proj` and
+/// `gate_up_proj`, the others' separate projections), from engine-layout weights.
+fn stored_tensors(
+    spec: &DecoderSpec,
+    layer: usize,
+    w: &LayerWeights,
+) -> BTreeMap<String, Vec<f32>> {
+    let h = spec.hidden_size;
+    let part = |p: Linear| -> &[f32] {
+        let r = rows_of(spec, p);
+        match p {
+            Linear::Q | Linear::K | Linear::V => &w.qkv[r.start * h..r.end * h],
+            Linear::O => &w.o,
+            Linear::Gate | Linear::Up => &w.gate_up[r.start * h..r.end * h],
+            Linear::Down => &w.down,
+        }
+    };
+    let bias = |p: Linear| -> Option<&[f32]> {
+        let r = rows_of(spec, p);
+        match p {
+            Linear::Q | Linear::K | Linear::V => w.qkv_bias.as_deref().map(|b| &b[r]),
+            Linear::O => w.o_bias.as_deref(),
+            Linear::Gate | Linear::Up => w.gate_up_bias.as_deref().map(|b| &b[r]),
+            Linear::Down => w.down_bias.as_deref(),
+        }
+    };
+    let mut out = BTreeMap::new();
+    for t in layer_tensors(spec, layer) {
+        let values = match &t.role {
+            TensorRole::AttnNorm { .. } => w.attn_norm.clone(),
+            TensorRole::FfnNorm { .. } => w.ffn_norm.clone(),
+            TensorRole::Weight { parts, .. } => {
+                parts.iter().flat_map(|&p| part(p)).copied().collect()
+            }
+            TensorRole::Bias { parts, .. } => {
+                parts.iter().flat_map(|&p| bias(p).unwrap_or(&[])).copied().collect()
+            }
+            _ => continue,
+        };
+        out.insert(t.name, values);
+    }
+    out
+}
+
+/// The tensors of layer `layer`, in the spec's order.
+fn layer_tensors(spec: &DecoderSpec, layer: usize) -> Vec<phiquant_runtime::ExpectedTensor> {
+    spec.expected_tensors()
+        .into_iter()
+        .filter(|t| match t.role {
+            TensorRole::AttnNorm { layer: l }
+            | TensorRole::FfnNorm { layer: l }
+            | TensorRole::Weight { layer: l, .. }
+            | TensorRole::Bias { layer: l, .. } => l == layer,
+            _ => false,
+        })
+        .collect()
+}
+
+/// Refuses NaN or infinity in layer `layer`'s tensors, naming the tensor, row and column.
+fn check_finite(source: &dyn WeightSource, layer: usize) -> Result<(), Error> {
+    for t in layer_tensors(source.spec(), layer) {
+        let values = source.tensor(&t.name)?.to_f32()?;
+        let cols = t.shape.last().copied().unwrap_or(1).max(1);
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Quantize {
+                tensor: t.name,
+                source: phiquant_quant::Error::NonFinite {
+                    row: i / cols,
+                    col: i % cols,
+                    value: values[i],
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs AWQ over every layer of `source` with the calibration windows `calib`, searching
+/// against `quantizers` (the target's quantizer of every linear layer), and returns the
+/// transformed model. The transformed layers are written to the scratch file `scratch` (in
+/// the folder of the artefacts; removed on error, and unlinked once mapped). `progress` gets
+/// each layer's report as it is done.
+pub fn awq_transform(
+    source: Arc<dyn WeightSource + Send + Sync>,
+    calib: &Calibration,
+    quantizers: &LinearQuantizers,
+    options: &AwqOptions,
+    scratch: &Path,
+    progress: &mut dyn FnMut(&LayerReport),
+) -> Result<AwqWeights, Error> {
+    let spec = source.spec().clone();
+    if quantizers.layers() != spec.num_layers {
+        return Err(Error::Internal(format!(
+            "quantizers for {} layers, the model has {}",
+            quantizers.layers(),
+            spec.num_layers
+        )));
+    }
+    let (h, len) = (spec.hidden_size, calib.len());
+    if let Some(&t) = calib.windows().iter().flatten().find(|&&t| t as usize >= spec.vocab_size) {
+        return Err(Error::Runtime(phiquant_runtime::Error::TokenOutOfRange {
+            token: t,
+            vocab_size: spec.vocab_size,
+        }));
+    }
+    // Checked before any work: the runner refuses a rotary dimension it cannot apply.
+    LayerRunner::new(&spec, len)?;
+    let embedding = source.tensor("model.embed_tokens.weight")?.to_f32()?;
+    source.release("model.embed_tokens.weight");
+    let mut acts = Activations {
+        x: calib.windows().iter().flat_map(|w| LayerRunner::embed(&embedding, h, w)).collect(),
+        windows: calib.windows().len(),
+        len,
+    };
+    drop(embedding);
+
+    let planned: Vec<(usize, PlannedSafetensor)> = (0..spec.num_layers)
+        .flat_map(|l| {
+            layer_tensors(&spec, l).into_iter().map(move |t| {
+                (l, PlannedSafetensor { name: t.name, dtype: Dtype::F32, shape: t.shape })
+            })
+        })
+        .collect();
+    let (owners, tensors): (Vec<usize>, Vec<PlannedSafetensor>) = planned.into_iter().unzip();
+    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let io = |op: &'static str| {
+        let path = scratch.to_path_buf();
+        move |source| Error::Io { op, path, source }
+    };
+    let result = (|| -> Result<(), Error> {
+        let file = std::fs::File::create(scratch).map_err(io("creating"))?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        let mut done: Option<usize> = None;
+        let mut pending = BTreeMap::new();
+        write_safetensors(&mut w, &tensors, &metadata, |i, t| {
+            let layer = owners[i];
+            if done != Some(layer) {
+                check_finite(source.as_ref(), layer)?;
+                let weights = LayerWeights::load(source.as_ref(), layer)?;
+                for t in layer_tensors(&spec, layer) {
+                    source.release(&t.name);
+                }
+                let search = LayerSearch { spec: &spec, layer, quantizers, options };
+                let (transformed, report) = search.run(weights, &mut acts)?;
+                progress(&report);
+                pending = stored_tensors(&spec, layer, &transformed);
+                done = Some(layer);
+            }
+            let values = pending
+                .remove(&t.name)
+                .ok_or_else(|| Error::Internal(format!("AWQ produced no tensor `{}`", t.name)))?;
+            Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        })
+        .map_err(|e| match e {
+            Error::Io { op, path, source } if path.as_os_str().is_empty() => {
+                Error::Io { op, path: scratch.to_path_buf(), source }
+            }
+            other => other,
+        })?;
+        w.into_inner().map_err(|e| io("writing")(e.into_error()))?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(scratch);
+        return Err(e);
+    }
+    AwqWeights::open(source, scratch).map_err(|e| {
+        let _ = std::fs::remove_file(scratch);
+        Error::Runtime(e)
+    })
+}
+
+/// The whole model in f32 with every linear layer's weights quantized and dequantized by
+/// `quantizers` (the embedding, norms and LM head as they are): what the native engine runs to
+/// measure a quantization's quality. Holds the whole model in memory.
+pub fn fake_quantized_model(
+    source: &dyn WeightSource,
+    quantizers: &LinearQuantizers,
+) -> Result<ModelWeights, Error> {
+    let spec = source.spec();
+    let mut weights = ModelWeights::load(source)?;
+    let h = spec.hidden_size;
+    for (l, w) in weights.layers.iter_mut().enumerate() {
+        let apply = |m: &mut Vec<f32>, cols: usize, parts: &[Linear]| -> Result<(), Error> {
+            for &p in parts {
+                let r = rows_of(spec, p);
+                let src = m[r.start * cols..r.end * cols].to_vec();
+                quantizers
+                    .get(l, p)
+                    .apply(&src, cols, &mut m[r.start * cols..r.end * cols])
+                    .map_err(|source| Error::Quantize {
+                        tensor: spec.weight_location(l, p).tensor,
+                        source,
+                    })?;
+            }
+            Ok(())
+        };
+        apply(&mut w.qkv, h, &[Linear::Q, Linear::K, Linear::V])?;
+        apply(&mut w.o, spec.q_dim(), &[Linear::O])?;
+        apply(&mut w.gate_up, h, &[Linear::Gate, Linear::Up])?;
+        apply(&mut w.down, spec.intermediate_size, &[Linear::Down])?;
+    }
+    Ok(weights)
+}
