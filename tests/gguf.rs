@@ -84,9 +84,13 @@ pqtest!(gguf_export_failures_leave_nothing, |dir, cmd| {
     assert!(line.contains("tensor `model.norm.weight`: row 0, column 3 holds NaN"), "{line}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing left in --out");
 
-    // An unknown or unimplemented target is refused before any work.
-    let line = dir.command().export(&fixture("phi3"), &out, &["dml-int4"]).error_line();
-    assert!(line.contains("--target dml-int4: AWQ is not implemented yet"), "{line}");
+    // An unknown target, or AWQ for a type with no 4-bit rounding, is refused before any work.
+    let line = dir
+        .command()
+        .export(&fixture("phi3"), &out, &["gguf-q8_0"])
+        .args(["--algo", "awq"])
+        .error_line();
+    assert!(line.contains("--algo applies to int4 targets"), "{line}");
     let line = dir.command().export(&fixture("phi3"), &out, &["gguf-q3"]).error_line();
     assert!(line.contains("--target gguf-q3: unknown target"), "{line}");
 });

@@ -56,7 +56,7 @@ pqtest!(onnx_folders_load_and_generate_in_onnxruntime_genai, |dir, _cmd| {
         let out = dir.path().join(name);
         dir.command()
             .export(path, &out, &targets)
-            .args(["--algo", "rtn"]) // dml-int4's default AWQ is not implemented yet
+            .args(["--algo", "rtn"]) // dml-int4's default AWQ would need calibration time
             .stdout();
         folders.extend(targets.iter().map(|t| out.join(t)));
     }

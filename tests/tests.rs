@@ -4,6 +4,7 @@
 mod macros;
 mod util;
 
+mod awq;
 mod bad_input;
 mod engine;
 mod fixtures;

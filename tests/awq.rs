@@ -1,0 +1,445 @@
+//! AWQ (`--algo awq`): the scaling transform computes the same function on every architecture
+//! (the GQA guard of fused Phi-3 layouts included), exports are byte-identical for any thread
+//! count, bad options fail cleanly, and AWQ beats round-to-nearest on held-out text.
+
+use std::{path::Path, sync::Arc};
+
+use phiquant_convert::{
+    awq::{
+        AwqOptionsBuilder, AwqWeights, CalibOrigin, Calibration, GroupOutcome, LayerReport,
+        LinearQuantizers, ScaleGroup, awq_transform, fake_quantized_model,
+    },
+    onnx::{Ep, IoType, OnnxScheme, OnnxWeights},
+};
+use phiquant_runtime::{
+    Checkpoint, Engine, Logits, ModelWeights, Tokenizer, WeightSource, gguf::GgufModel,
+};
+
+use crate::util::{fixture, shared_model};
+
+const FIXTURES: [&str; 6] = ["phi3", "phi3-longrope", "phi4-mini", "llama", "mistral", "qwen2"];
+
+/// dml-int4's weights: int4 block 128, asymmetric, f16 scales (blocks shrink to fit K).
+fn dml_scheme(block_size: usize, symmetric: bool) -> OnnxScheme {
+    OnnxScheme {
+        ep: Ep::Dml,
+        io: IoType::F16,
+        weights: OnnxWeights::Int4 { block_size, symmetric, accuracy_level: 0 },
+    }
+}
+
+/// `n` windows of `len` ids spread over the vocabulary (a fixed pseudo-random stream).
+fn windows(n: usize, len: usize, vocab: usize) -> Calibration {
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    let w = (0..n)
+        .map(|_| {
+            (0..len)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    (s % vocab as u64) as u32
+                })
+                .collect()
+        })
+        .collect();
+    Calibration::from_windows(w, CalibOrigin::Generated { seed: 0 }).unwrap()
+}
+
+fn source(path: &Path) -> Arc<dyn WeightSource + Send + Sync> {
+    Arc::new(Checkpoint::open(path).unwrap())
+}
+
+fn logits(weights: ModelWeights, spec: &phiquant_runtime::DecoderSpec, ids: &[u32]) -> Vec<f32> {
+    let engine = Engine::new(spec.clone(), weights).unwrap();
+    engine.session(ids.len()).forward(ids, Logits::All).unwrap().to_vec()
+}
+
+/// Runs AWQ on `src` and returns the transformed weights with the layer reports.
+fn transform(
+    src: &Arc<dyn WeightSource + Send + Sync>,
+    calib: &Calibration,
+    quantizers: &LinearQuantizers,
+    clip: bool,
+    scratch: &Path,
+) -> (AwqWeights, Vec<LayerReport>) {
+    let options = AwqOptionsBuilder::new().clip(clip).build().unwrap();
+    let mut reports = Vec::new();
+    let awq = awq_transform(Arc::clone(src), calib, quantizers, &options, scratch, &mut |r| {
+        reports.push(r.clone())
+    })
+    .unwrap();
+    assert!(!scratch.exists(), "the scratch file is unlinked once mapped");
+    (awq, reports)
+}
+
+fn chosen(r: &LayerReport, group: ScaleGroup) -> Option<f32> {
+    let g = r.groups.iter().find(|g| g.group == group).unwrap();
+    match g.outcome {
+        GroupOutcome::Searched { alpha, loss_rtn, loss } => {
+            assert!(loss <= loss_rtn, "{r}");
+            alpha
+        }
+        GroupOutcome::Skipped { .. } => None,
+    }
+}
+
+pqtest!(awq_scaling_alone_keeps_the_logits, |dir, cmd| {
+    // The acceptance test of the transform: with the clipping search off, the transformed model
+    // computes the same function, for every architecture.
+    for name in FIXTURES {
+        let src = source(&fixture(name));
+        let spec = src.spec().clone();
+        let q = LinearQuantizers::for_onnx(&spec, &dml_scheme(128, false), "dml-int4").unwrap();
+        let calib = windows(4, 48, spec.vocab_size);
+        let (awq, reports) = transform(&src, &calib, &q, false, &dir.path().join(name));
+        assert_eq!(reports.len(), spec.num_layers, "{name}");
+        // The search chose real scales somewhere, so the test checks something.
+        assert!(
+            reports
+                .iter()
+                .all(|r| chosen(r, ScaleGroup::Qkv).is_some()
+                    || chosen(r, ScaleGroup::GateUp).is_some()),
+            "{name}: {reports:?}"
+        );
+        let ids: Vec<u32> = (0..40).map(|i| (i * 53 % (spec.vocab_size - 3)) as u32 + 3).collect();
+        let want = logits(ModelWeights::load(src.as_ref()).unwrap(), &spec, &ids);
+        let got = logits(ModelWeights::load(&awq).unwrap(), &spec, &ids);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = want.iter().zip(&got).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= 1e-5 * scale, "{name}: logits moved by {worst} (max |logit| {scale})");
+        crate::util::note(&format!("{name}: max logit change {:.2e} relative", worst / scale));
+
+        // Which rows of the stacked q/k/v matrix the v -> o pair may touch: v's, and only
+        // without grouped-query attention.
+        let gqa = spec.num_kv_heads != spec.num_heads;
+        for (l, r) in reports.iter().enumerate() {
+            let vo = r.groups.iter().find(|g| g.group == ScaleGroup::VO).unwrap();
+            assert_eq!(matches!(vo.outcome, GroupOutcome::Skipped { .. }), gqa, "{name}: {r}");
+            let orig = phiquant_runtime::LayerWeights::load(src.as_ref(), l).unwrap();
+            let new = phiquant_runtime::LayerWeights::load(&awq, l).unwrap();
+            let h = spec.hidden_size;
+            // Every weight of q and k is the original times its column's scale, which is the
+            // input norm's change: no row of q or k was scaled through o_proj.
+            let (qk_rows, v_rows) = (spec.q_dim() + spec.kv_dim(), spec.kv_dim());
+            let col_scale: Vec<f32> =
+                orig.attn_norm.iter().zip(&new.attn_norm).map(|(a, b)| a / b).collect();
+            let matches_columns = |rows: std::ops::Range<usize>| {
+                rows.flat_map(|r| (0..h).map(move |c| (r, c))).all(|(r, c)| {
+                    let (a, b) = (orig.qkv[r * h + c] * col_scale[c], new.qkv[r * h + c]);
+                    (a - b).abs() <= 1e-5 * a.abs().max(1e-6)
+                })
+            };
+            assert!(matches_columns(0..qk_rows), "{name} layer {l}: q/k rows scaled by rows");
+            // v rows are row-scaled exactly when the v -> o pair chose scales.
+            let v_scaled = chosen(r, ScaleGroup::VO).is_some();
+            assert_eq!(
+                !matches_columns(qk_rows..qk_rows + v_rows),
+                v_scaled,
+                "{name} layer {l}: {r}"
+            );
+        }
+    }
+    // The Phi-4-mini-like fixture is the fused, grouped-query case: 6 q heads, 2 kv heads.
+    let spec = source(&fixture("phi4-mini")).spec().clone();
+    assert!(spec.architecture.is_fused() && spec.num_heads == 3 * spec.num_kv_heads);
+    let _ = cmd;
+});
+
+pqtest!(awq_gguf_and_onnx_quantizers_keep_the_logits_too, |dir, cmd| {
+    // Scales searched against llama.cpp's types (the Q4_K_M mixture and its fallbacks) and a
+    // symmetric fp32 quantizer fold in as exactly.
+    let src = source(&fixture("phi3"));
+    let spec = src.spec().clone();
+    let calib = windows(3, 40, spec.vocab_size);
+    let gguf = phiquant_convert::gguf::GgufScheme {
+        base: phiquant_quant::BlockFormat::Q4K,
+        q4_k_m: true,
+        pure: false,
+    };
+    let onnx = OnnxScheme { ep: Ep::Cpu, io: IoType::F32, ..dml_scheme(32, true) };
+    for (i, q) in [
+        LinearQuantizers::for_gguf(&spec, &gguf, "gguf-q4_k_m").unwrap(),
+        LinearQuantizers::for_onnx(&spec, &onnx, "cpu-int4").unwrap(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (awq, _) = transform(&src, &calib, q, false, &dir.path().join(format!("s{i}")));
+        let ids: Vec<u32> = (0..30).map(|i| (i * 29 % 300) as u32 + 3).collect();
+        let want = logits(ModelWeights::load(src.as_ref()).unwrap(), &spec, &ids);
+        let got = logits(ModelWeights::load(&awq).unwrap(), &spec, &ids);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(want.iter().zip(&got).all(|(a, b)| (a - b).abs() <= 1e-5 * scale));
+    }
+    let _ = cmd;
+});
+
+/// Every file under `dir`, with its bytes, sorted by name.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_dir() {
+            out.extend(files(&e.path()).into_iter().map(|(n, b)| (format!("{name}/{n}"), b)));
+        } else {
+            out.push((name, std::fs::read(e.path()).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+pqtest!(awq_export_is_deterministic_across_threads, |dir, cmd| {
+    // dml-int4 is AWQ by default; with no --calib the model writes its own calibration text.
+    let model = fixture("phi4-mini");
+    let run = |threads: &str, name: &str| {
+        let out = dir.path().join(name);
+        let mut c = dir.command();
+        c.env("RAYON_NUM_THREADS", threads)
+            .export(&model, &out, &["dml-int4", "gguf-q4_1"])
+            .args(["--algo", "awq", "--calib-samples", "3", "--calib-len", "40"]);
+        let output = c.output();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // A line per layer and target, with the chosen scales.
+        assert_eq!(stderr.matches("awq dml-int4: layer ").count(), 2, "{stderr}");
+        assert_eq!(stderr.matches("awq gguf-q4_1: layer ").count(), 2, "{stderr}");
+        assert!(stderr.contains("v-o skipped (GQA)"), "{stderr}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("awq)"), "{stdout}");
+        files(&out)
+    };
+    let one = run("1", "one");
+    assert_eq!(
+        one.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        [
+            "dml-int4/genai_config.json",
+            "dml-int4/model.onnx",
+            "dml-int4/model.onnx.data",
+            "dml-int4/tokenizer.json",
+            "dml-int4/tokenizer_config.json",
+            "gguf-q4_1.gguf"
+        ],
+        "nothing left over (scratch files included)"
+    );
+    assert!(one == run("2", "two"), "the bytes depend on the thread count");
+    // --quiet prints no progress; --algo rtn gives other weights.
+    let out = dir.path().join("rtn");
+    let output = dir
+        .command()
+        .arg("--quiet")
+        .export(&model, &out, &["dml-int4"])
+        .args(["--algo", "rtn"])
+        .output();
+    assert!(output.status.success() && output.stderr.is_empty());
+    let rtn = files(&out);
+    assert!(
+        rtn.iter().find(|(n, _)| n.ends_with("model.onnx.data")).unwrap().1
+            != one.iter().find(|(n, _)| n == "dml-int4/model.onnx.data").unwrap().1
+    );
+    let _ = cmd;
+});
+
+pqtest!(awq_bad_options_fail_cleanly, |dir, cmd| {
+    let model = fixture("llama");
+    let out = dir.path().join("out");
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "  \n").unwrap();
+    let short = dir.path().join("short.txt");
+    std::fs::write(&short, "once upon a time").unwrap();
+    let cases: [(&[&str], &[&str], String); 9] = [
+        (
+            &["cpu-int4"],
+            &["--algo", "awq", "--calib", "/no/such/file.txt"],
+            "reading --calib /no/such/file.txt".into(),
+        ),
+        (
+            &["cpu-int4"],
+            &["--algo", "awq", "--calib", empty.to_str().unwrap()],
+            format!("--calib {}: the file holds no text", empty.display()),
+        ),
+        (
+            &["cpu-int4"],
+            &["--algo", "awq", "--calib", short.to_str().unwrap(), "--calib-len", "64"],
+            "too few for --calib-samples 128 x --calib-len 64".into(),
+        ),
+        (
+            &["cpu-int4"],
+            &["--algo", "awq", "--calib-samples", "0"],
+            "--calib-samples 0: expected 1 to".into(),
+        ),
+        (&["dml-int4"], &["--calib-len", "1"], "--calib-len 1: expected at least 2".into()),
+        (
+            &["dml-int4"],
+            &["--calib-len", "100000"],
+            "--calib-len 100000: expected 2 to 256 tokens".into(),
+        ),
+        (
+            &["cpu-int4"],
+            &["--calib-samples", "4"],
+            "--calib-samples applies to targets quantized with AWQ".into(),
+        ),
+        (&["gguf-q8_0"], &["--algo", "awq"], "--algo applies to int4 targets".into()),
+        (&["cuda-fp16", "gguf-f16"], &["--algo", "awq"], "--algo applies to int4 targets".into()),
+    ];
+    for (targets, extra, want) in cases {
+        let line = dir.command().export(&model, &out, targets).args(extra).error_line();
+        assert!(line.contains(&want), "{extra:?}: {line}");
+        assert!(!out.exists(), "{extra:?}: --out was created");
+    }
+    // A failure during the transform (a NaN weight) names the tensor and leaves nothing.
+    let nan = dir.copy_model(&fixture("llama"), "nan");
+    let st = nan.join("model.safetensors");
+    let (mut offset, mut dtype) = (0, String::new());
+    crate::util::edit_safetensors_header(&st, |h| {
+        let name = "model.layers.1.mlp.up_proj.weight";
+        offset = crate::util::offsets(h, name).0 as usize;
+        dtype = h[name]["dtype"].as_str().unwrap().to_string();
+    });
+    let size = if dtype == "F32" { 4 } else { 2 };
+    let mut bytes = std::fs::read(&st).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    // Element 70 of a [120, 64] matrix: row 1, column 6.
+    let at = 8 + n + offset + size * 70;
+    let bad: &[u8] = match dtype.as_str() {
+        "F32" => &[0, 0, 0xc0, 0x7f],
+        "F16" => &[0x00, 0x7e],
+        _ => &[0xc0, 0x7f],
+    };
+    bytes[at..at + size].copy_from_slice(bad);
+    std::fs::write(&st, bytes).unwrap();
+    let line = dir
+        .command()
+        .export(&nan, &out, &["gguf-q4_0"])
+        .args(["--algo", "awq", "--calib-samples", "2", "--calib-len", "16", "--quiet"])
+        .error_line();
+    assert!(
+        line.contains("tensor `model.layers.1.mlp.up_proj.weight`: row 1, column 6 holds NaN"),
+        "{line}"
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing left in --out");
+    let _ = cmd;
+});
+
+/// Full-precision log-probabilities of every position of each chunk.
+fn reference(fp: &Engine, chunks: &[Vec<u32>]) -> Vec<Vec<f64>> {
+    chunks
+        .iter()
+        .map(|c| {
+            log_softmax(fp.session(c.len()).forward(c, Logits::All).unwrap(), fp.spec().vocab_size)
+        })
+        .collect()
+}
+
+fn log_softmax(logits: &[f32], vocab: usize) -> Vec<f64> {
+    logits
+        .chunks_exact(vocab)
+        .flat_map(|r| {
+            let m = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let lse = r.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
+            r.iter().map(move |&v| v as f64 - lse)
+        })
+        .collect()
+}
+
+/// Mean negative log-likelihood (every position of each chunk) of `q`, and its mean KL
+/// divergence from the reference distributions `p`.
+fn quality(p: &[Vec<f64>], q: &Engine, chunks: &[Vec<u32>]) -> (f64, f64) {
+    let vocab = q.spec().vocab_size;
+    let (mut nll, mut kld, mut n) = (0f64, 0f64, 0usize);
+    for (c, p) in chunks.iter().zip(p) {
+        let lq = log_softmax(q.session(c.len()).forward(c, Logits::All).unwrap(), vocab);
+        for j in 0..c.len() - 1 {
+            let (pr, qr) = (&p[j * vocab..(j + 1) * vocab], &lq[j * vocab..(j + 1) * vocab]);
+            nll -= qr[c[j + 1] as usize];
+            kld += pr.iter().zip(qr).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+            n += 1;
+        }
+    }
+    (nll / n as f64, kld / n as f64)
+}
+
+pqtest!(awq_beats_rtn_on_stories260k, |dir, cmd| {
+    // stories260K with group 32 (its ffn of 172 gets a short last block of 12): calibration on
+    // the first half of tinystories-val, scored on the second half, with the native engine on
+    // fake-quantized weights (every linear layer as the writer stores it). Small enough for an
+    // unoptimized build; BENCHMARKS.md has the figures at full size.
+    let Some(model) = shared_model("stories260K") else { return };
+    let text = std::fs::read_to_string(model.join("../../corpora/tinystories-val.txt")).unwrap();
+    let src = source(&model);
+    let spec = src.spec().clone();
+    let tokenizer = Tokenizer::from_dir(&model, spec.bos_token_id).unwrap();
+    let cut = text.floor_char_boundary(text.len() / 2);
+    let calib = Calibration::from_text(&text[..cut], "first half", &tokenizer, 8, 128).unwrap();
+    let held = tokenizer.encode_prompt(&text[cut..]).unwrap();
+    let chunks: Vec<Vec<u32>> = held.chunks_exact(256).take(8).map(|c| c.to_vec()).collect();
+    let fp = Engine::load(src.as_ref()).unwrap();
+    let p = reference(&fp, &chunks);
+    let options = AwqOptionsBuilder::new().loss_tokens(512).build().unwrap();
+    for symmetric in [false, true] {
+        let scheme = OnnxScheme { ep: Ep::Cpu, io: IoType::F32, ..dml_scheme(32, symmetric) };
+        let q = LinearQuantizers::for_onnx(&spec, &scheme, "cpu-int4").unwrap();
+        let rtn =
+            Engine::new(spec.clone(), fake_quantized_model(src.as_ref(), &q).unwrap()).unwrap();
+        let scratch = dir.path().join(format!("{symmetric}"));
+        let awq =
+            awq_transform(Arc::clone(&src), &calib, &q, &options, &scratch, &mut |_| {}).unwrap();
+        let awq = Engine::new(spec.clone(), fake_quantized_model(&awq, &q).unwrap()).unwrap();
+        let (nll_fp, _) = quality(&p, &fp, &chunks);
+        let (nll_rtn, kld_rtn) = quality(&p, &rtn, &chunks);
+        let (nll_awq, kld_awq) = quality(&p, &awq, &chunks);
+        crate::util::note(&format!(
+            "stories260K g32 symmetric={symmetric}: ppl fp {:.4}, rtn {:.4} (kld {kld_rtn:.5}), \
+             awq {:.4} (kld {kld_awq:.5})",
+            nll_fp.exp(),
+            nll_rtn.exp(),
+            nll_awq.exp()
+        ));
+        assert!(kld_awq < 0.9 * kld_rtn, "symmetric={symmetric}: AWQ's KL divergence is not lower");
+        // Symmetric codes: AWQ lowers the KL divergence by a fifth but not this tiny model's
+        // perplexity, which RTN's symmetric rounding happens to favour (its perplexity is
+        // lower than asymmetric RTN's while its KL divergence is higher): asserted for the
+        // asymmetric codes only. See BENCHMARKS.md.
+        if !symmetric {
+            assert!(nll_awq < nll_rtn, "AWQ's perplexity is not lower");
+        }
+    }
+    let _ = cmd;
+});
+
+pqtest!(awq_gguf_export_beats_rtn_through_the_writer, |dir, cmd| {
+    // The Q4_1 file written by llama.cpp's quantizer from AWQ's weights, read back and run:
+    // closer to the full-precision model than the plain Q4_1 file.
+    let Some(model) = shared_model("stories260K") else { return };
+    let text = std::fs::read_to_string(model.join("../../corpora/tinystories-val.txt")).unwrap();
+    let cut = text.floor_char_boundary(text.len() / 2);
+    let calib = dir.path().join("calib.txt");
+    std::fs::write(&calib, &text[..cut]).unwrap();
+    let out = dir.path().join("out");
+    let rtn_out = dir.path().join("rtn");
+    cmd.export(&model, &out, &["gguf-q4_1"])
+        .arg("--calib")
+        .arg(&calib)
+        .args(["--algo", "awq", "--calib-samples", "8", "--calib-len", "128"])
+        .stdout();
+    dir.command().export(&model, &rtn_out, &["gguf-q4_1"]).stdout();
+    let src = source(&model);
+    let tokenizer = Tokenizer::from_dir(&model, src.spec().bos_token_id).unwrap();
+    let held = tokenizer.encode_prompt(&text[cut..]).unwrap();
+    let chunks: Vec<Vec<u32>> = held.chunks_exact(256).take(8).map(|c| c.to_vec()).collect();
+    let p = reference(&Engine::load(src.as_ref()).unwrap(), &chunks);
+    let run = |path: &Path| {
+        let g = GgufModel::open(path).unwrap();
+        quality(&p, &Engine::load(&g).unwrap(), &chunks)
+    };
+    let (nll_awq, kld_awq) = run(&out.join("gguf-q4_1.gguf"));
+    let (nll_rtn, kld_rtn) = run(&rtn_out.join("gguf-q4_1.gguf"));
+    crate::util::note(&format!(
+        "stories260K gguf-q4_1: ppl rtn {:.4} (kld {kld_rtn:.5}), awq {:.4} (kld {kld_awq:.5})",
+        nll_rtn.exp(),
+        nll_awq.exp()
+    ));
+    assert!(nll_awq < nll_rtn && kld_awq < kld_rtn);
+});
