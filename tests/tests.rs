@@ -15,3 +15,5 @@ mod hub_server;
 mod inspect;
 mod onnx;
 mod onnx_genai;
+#[cfg(feature = "onnxruntime")]
+mod ort;
