@@ -114,7 +114,17 @@ impl LibrarySearch {
     }
 }
 
-/// ONNX Runtime's shared library, found as the [module docs](self) describe.
+/// ONNX Runtime's shared library (`libonnxruntime.so.1.31.1` from the PyPI `onnxruntime` or
+/// `onnxruntime-gpu` wheel), looked for in this order, the first hit winning:
+///
+/// 1. `ORT_DYLIB_PATH`, when set: the library file itself (an error if it is not a file);
+/// 2. `PHIQUANT_VENV`, when set: a Python venv holding the wheel (an error if it does not);
+/// 3. `.venv` in the current directory or one of its parents;
+/// 4. `.venv` in the executable's directory or one of its parents;
+/// 5. `.venv` at the root of the source tree phiquant was built from.
+///
+/// Inside a venv the library is `lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*`
+/// (`Lib/site-packages/...` on Windows); with several, the highest version.
 pub fn find_ort_library() -> Result<PathBuf, Error> {
     LibrarySearch::from_env().find()
 }
