@@ -1,13 +1,13 @@
-//! `phiquant generate` and `phiquant perplexity` on ONNX model folders (ONNX Runtime), with the
-//! runtime tests' hand-written toy folder: dispatch on genai_config.json, --device, and the
-//! errors for providers this machine lacks.
+//! `phiquant generate` and `phiquant perplexity` on ONNX model folders (ONNX Runtime): phiquant's
+//! own exports against the native engine, and the runtime tests' hand-written toy folder for
+//! dispatch on genai_config.json, --device, and the errors for providers this machine lacks.
 
 use std::path::{Path, PathBuf};
 
 use phiquant_runtime::{Scoring, argmax, perplexity_with};
 use serde_json::Value;
 
-use crate::util::{Dir, fixture, skip_note};
+use crate::util::{Dir, fixture, shared_model, skip_note};
 
 #[path = "../crates/runtime/tests/toy_model.rs"]
 #[allow(dead_code)]
@@ -177,4 +177,73 @@ pqtest!(onnx_folder_without_graph, |dir, cmd| {
     let line = cmd.arg("generate").arg(&model).error_line();
     let graph = Path::new(&model).join("model.onnx");
     assert!(line.starts_with(&format!("error: opening {}", graph.display())), "{line}");
+});
+
+/// `generate --json` greedy on `model` with `extra` flags.
+fn greedy_json(dir: &Dir, model: &Path, extra: &[&str]) -> Value {
+    let args = ["--prompt", "Once upon a time", "--max-tokens", "16", "--ignore-eos", "--json"];
+    json(&dir.command().arg("generate").arg(model).args(args).args(extra).stdout())
+}
+
+/// `perplexity --json` of `model` on `corpus`.
+fn ppl_json(dir: &Dir, model: &Path, corpus: &Path, ctx: &str, extra: &[&str]) -> Value {
+    let args = ["--ctx", ctx, "--chunks", "4", "--json"];
+    json(
+        &dir.command()
+            .arg("perplexity")
+            .arg(model)
+            .arg("--corpus")
+            .arg(corpus)
+            .args(args)
+            .args(extra)
+            .stdout(),
+    )
+}
+
+/// Exports `checkpoint` as cpu-fp32 and cuda-fp16 and checks that ONNX Runtime gives the engine's
+/// greedy tokens and perplexity (the fp32 graph to 1e-5, the fp16 graph on the CPU provider to 1%).
+fn export_matches_engine(dir: &Dir, checkpoint: &Path, corpus: &Path, ctx: &str) {
+    let out = dir.path().join("out");
+    dir.command().export(checkpoint, &out, &["cpu-fp32", "cuda-fp16"]).stdout();
+    let native = greedy_json(dir, checkpoint, &[]);
+    let fp32 = greedy_json(dir, &out.join("cpu-fp32"), &[]);
+    assert_eq!(fp32["backend"], "onnxruntime");
+    assert_eq!(fp32["prompt_ids"], native["prompt_ids"]);
+    assert_eq!(fp32["token_ids"], native["token_ids"]);
+    let fp16 = greedy_json(dir, &out.join("cuda-fp16"), &["--device", "cpu"]);
+    assert_eq!(fp16["device"], "cpu");
+    assert_eq!(fp16["token_ids"].as_array().unwrap().len(), 16);
+
+    let native = ppl_json(dir, checkpoint, corpus, ctx, &[])["ppl"].as_f64().unwrap();
+    let fp32 = ppl_json(dir, &out.join("cpu-fp32"), corpus, ctx, &[])["ppl"].as_f64().unwrap();
+    assert!((fp32 / native - 1.0).abs() < 1e-5, "perplexity {fp32} vs the engine's {native}");
+    let fp16 = ppl_json(dir, &out.join("cuda-fp16"), corpus, ctx, &["--device", "cpu"])["ppl"]
+        .as_f64()
+        .unwrap();
+    assert!((fp16 / native - 1.0).abs() < 1e-2, "fp16 perplexity {fp16} vs the engine's {native}");
+}
+
+pqtest!(onnx_export_runs_as_the_engine_does, |dir, cmd| {
+    if !ort_library() {
+        return;
+    }
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(
+        &corpus,
+        "Once upon a time there was a little robot who liked to sing. ".repeat(20),
+    )
+    .unwrap();
+    // 64 positions: the Phi-3 fixture's sliding window.
+    export_matches_engine(&dir, &fixture("phi3"), &corpus, "64");
+    let _ = cmd;
+});
+
+pqtest!(onnx_export_runs_as_the_engine_does_on_stories260k_phi3, |dir, cmd| {
+    if !ort_library() {
+        return;
+    }
+    let Some(model) = shared_model("stories260K-phi3") else { return };
+    let corpus = model.join("../../corpora/tinystories-val.txt");
+    export_matches_engine(&dir, &model, &corpus, "128");
+    let _ = cmd;
 });

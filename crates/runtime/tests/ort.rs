@@ -4,16 +4,17 @@
 //! check logits at every position, the key/value cache, fp16 I/O, `position_ids`, generation,
 //! and the errors for unavailable providers, mismatched graphs and bad input.
 //!
-//! The `folder_` tests run on a real onnxruntime-genai folder, made by the genai model builder or
-//! by phiquant's ONNX writer, named by `PHIQUANT_ORT_TEST_MODEL` (without it they skip with a
+//! The `folder_` tests run on a real onnxruntime-genai folder, made by phiquant's ONNX export or
+//! by the genai model builder, named by `PHIQUANT_ORT_TEST_MODEL` (without it they skip with a
 //! note): logits at every position, the cache against one full pass, greedy generation, and, with
 //! `PHIQUANT_ORT_TEST_CHECKPOINT` (the Hugging Face folder it was made from), the native engine's
-//! logits within `PHIQUANT_ORT_TEST_TOLERANCE` (default 1e-4, right for fp32 graphs) and its
-//! greedy tokens. Relative paths are taken from the repository root. For example:
+//! logits and greedy tokens. `PHIQUANT_ORT_TEST_TOLERANCE` bounds every logit difference (default
+//! 1e-4, right for fp32 graphs; fp16 and int4 graphs need more). Relative paths are taken from the
+//! repository root. For example:
 //!
 //! ```sh
-//! python -m onnxruntime_genai.models.builder -i fixtures/models/phi3 -o /tmp/phi3-cpu-fp32 -p fp32 -e cpu
-//! PHIQUANT_ORT_TEST_MODEL=/tmp/phi3-cpu-fp32 PHIQUANT_ORT_TEST_CHECKPOINT=fixtures/models/phi3 \
+//! phiquant export --model fixtures/models/phi3 --target cpu-fp32 --out /tmp/pq
+//! PHIQUANT_ORT_TEST_MODEL=/tmp/pq/cpu-fp32 PHIQUANT_ORT_TEST_CHECKPOINT=fixtures/models/phi3 \
 //!     cargo test -p phiquant-runtime --features onnxruntime --test integration ort::folder_ -- --nocapture
 //! ```
 
@@ -29,6 +30,13 @@ use crate::toy_model::{CONTEXT, HEADS, LAYERS, Toy, VOCAB};
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// `PHIQUANT_ORT_TEST_TOLERANCE`, default 1e-4 (fp32 graphs).
+fn tolerance() -> f32 {
+    std::env::var("PHIQUANT_ORT_TEST_TOLERANCE")
+        .ok()
+        .map_or(1e-4, |t| t.parse().expect("PHIQUANT_ORT_TEST_TOLERANCE: a number"))
 }
 
 /// A measurement line for `cargo test -- --nocapture`.
@@ -88,7 +96,10 @@ fn folder_cache_matches_one_pass() {
     assert_eq!(session.len(), n);
     let diff = max_diff(&rows, &full);
     note(&format!("ort cache vs one pass over {n} tokens: max |diff| {diff:.3e}"));
-    assert!(diff < 1e-4, "cached logits differ from one pass by {diff}");
+    // fp16 and int4 graphs take other kernel paths for one token than for many, so their rows
+    // differ in the last bits: they need PHIQUANT_ORT_TEST_TOLERANCE too.
+    let tolerance = tolerance();
+    assert!(diff <= tolerance, "cached logits differ from one pass by {diff} (> {tolerance})");
 
     // Greedy generation continues with the argmax of each row of one pass.
     let prompt = &ids[..8];
@@ -110,9 +121,7 @@ fn folder_matches_the_engine() {
         note("skipped: set PHIQUANT_ORT_TEST_CHECKPOINT to the folder's checkpoint to compare");
         return;
     };
-    let tolerance: f32 = std::env::var("PHIQUANT_ORT_TEST_TOLERANCE")
-        .ok()
-        .map_or(1e-4, |t| t.parse().expect("PHIQUANT_ORT_TEST_TOLERANCE: a number"));
+    let tolerance = tolerance();
     let ckpt = Checkpoint::open(&checkpoint).unwrap();
     let engine = Engine::load(&ckpt).unwrap();
     let vocab = model.vocab_size();
