@@ -16,3 +16,5 @@ mod inspect;
 mod onnx;
 mod onnx_genai;
 mod onnx_interop;
+#[cfg(feature = "onnxruntime")]
+mod ort;
