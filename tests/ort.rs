@@ -279,17 +279,8 @@ pqtest!(onnx_cpu_fp32_logits_equal_transformers, |dir, cmd| {
         return;
     }
     use phiquant_runtime::{Device, OrtModel};
-    let mut models: Vec<(String, PathBuf)> =
-        ["phi3", "phi3-longrope", "phi4-mini", "llama", "mistral", "qwen2"]
-            .iter()
-            .map(|m| (m.to_string(), fixture(m)))
-            .collect();
-    for m in ["stories260K-phi3", "stories260K"] {
-        if let Some(p) = shared_model(m) {
-            models.push((m.to_string(), p));
-        }
-    }
-    let targets = ["cpu-fp32", "cpu-int4", "cuda-int4", "cuda-fp16", "dml-int4"];
+    let models = crate::util::architecture_models();
+    let targets = crate::util::ONNX_TARGETS;
     for (name, path) in &models {
         let out = dir.path().join(name);
         dir.command().export(path, &out, &targets).args(["--algo", "rtn"]).stdout();

@@ -31,6 +31,25 @@ pub fn shared_model(name: &str) -> Option<PathBuf> {
     None
 }
 
+/// Every architecture fixture and the two stories260K layouts of `../shared/models` (those
+/// present): (name, folder).
+pub fn architecture_models() -> Vec<(String, PathBuf)> {
+    let mut models: Vec<(String, PathBuf)> =
+        ["phi3", "phi3-longrope", "phi4-mini", "llama", "mistral", "qwen2"]
+            .iter()
+            .map(|m| (m.to_string(), fixture(m)))
+            .collect();
+    for m in ["stories260K-phi3", "stories260K"] {
+        if let Some(p) = shared_model(m) {
+            models.push((m.to_string(), p));
+        }
+    }
+    models
+}
+
+/// Every ONNX target, fp32 reference first.
+pub const ONNX_TARGETS: [&str; 5] = ["cpu-fp32", "cpu-int4", "cuda-int4", "cuda-fp16", "dml-int4"];
+
 /// A temporary folder for one test, removed at the end.
 pub struct Dir {
     tmp: tempfile::TempDir,
