@@ -74,9 +74,9 @@ pub use crate::{
     llamacpp::LlamaCppModel,
     naming::{ExpectedTensor, Linear, TensorRole, TensorSlice},
     onnxruntime::{
-        Device, GENAI_CONFIG, GenaiConfig, GenaiNames, LIBRARY_EXAMPLE, ORT_DYLIB_PATH, OrtModel,
-        OrtSession, PHIQUANT_VENV, ProviderOptions, VENV_LIBRARY_PATTERN, find_ort_library,
-        is_onnx_folder,
+        Device, DeviceSpec, GENAI_CONFIG, GenaiConfig, GenaiNames, LIBRARY_EXAMPLE, ORT_DYLIB_PATH,
+        OrtModel, OrtSession, PHIQUANT_VENV, ProviderOptions, VENV_LIBRARY_PATTERN,
+        find_ort_library, is_onnx_folder,
     },
     perplexity::{PerplexityReport, Scoring, log_prob, perplexity, perplexity_with},
     safetensors::{SafetensorsFile, TensorInfo},
