@@ -70,7 +70,9 @@ pub use crate::{
         RopeCache, RopeTables, Session,
     },
     error::{Error, HeaderProblem, OrtLibraryProblem, TensorProblem},
-    generate::{Generation, Sampling, argmax, generate, generate_timed, stop_tokens},
+    generate::{
+        Generation, Sampling, argmax, generate, generate_timed, stop_tokens, stop_tokens_of,
+    },
     llamacpp::LlamaCppModel,
     naming::{ExpectedTensor, Linear, TensorRole, TensorSlice},
     onnxruntime::{
