@@ -57,8 +57,10 @@ impl Precision {
             Precision::Int4 => (1.10, 0.10, 0.85),
             // Q8_0 on Llama-3-8B: KLD 0.0014, 97.7 %.
             Precision::Int8 => (1.01, 0.01, 0.95),
-            Precision::Fp16 => (1.005, 0.002, 0.98),
-            Precision::Fp32 => (1.001, 0.0002, 0.995),
+            // Rounding to 16 bits moves little, but flips near-ties of small models: bf16 (8
+            // mantissa bits) on stories260K-phi3 keeps the same top token about 98 % of the time.
+            Precision::Fp16 => (1.005, 0.002, 0.97),
+            Precision::Fp32 => (1.001, 0.0002, 0.99),
         };
         GateLimits { max_ppl_ratio, max_mean_kld, min_same_top, max_degenerate_prompts: 0 }
     }
