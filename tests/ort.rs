@@ -7,26 +7,13 @@ use std::path::{Path, PathBuf};
 use phiquant_runtime::{Scoring, argmax, perplexity_with};
 use serde_json::Value;
 
-use crate::util::{Dir, fixture, shared_model, skip_note};
+use crate::util::{Dir, fixture, ort_library, shared_model};
 
 #[path = "../crates/runtime/tests/toy_model.rs"]
 #[allow(dead_code)]
 mod toy_model;
 
 use toy_model::{Toy, VOCAB};
-
-/// Whether ONNX Runtime's library is there (`scripts/setup.sh` puts it in `.venv`); outside CI a
-/// missing one skips the test with a note, under `CI=true` it fails it.
-fn ort_library() -> bool {
-    match phiquant_runtime::find_ort_library() {
-        Ok(_) => true,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            skip_note(&e.to_string());
-            false
-        }
-        Err(e) => panic!("{e}"),
-    }
-}
 
 /// A toy folder with a tokenizer inside `dir`.
 fn toy_folder(dir: &Dir, toy: Toy) -> PathBuf {

@@ -18,3 +18,4 @@ mod onnx_genai;
 mod onnx_interop;
 #[cfg(feature = "onnxruntime")]
 mod ort;
+mod verify;

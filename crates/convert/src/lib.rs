@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod artefact;
 mod error;
 pub mod gguf;
 pub mod hf;
@@ -38,6 +39,7 @@ mod source;
 mod target;
 
 pub use crate::{
+    artefact::{ArtefactWeights, artefact_weights},
     error::Error,
     hub::{AUX_FILES, HubOptions, HubSnapshot, check_revision, fetch, is_repo_id, repo_cache_dir},
     inspect::{DtypeUsage, FileReport, INSPECT_SCHEMA_VERSION, InspectReport, RopeReport, inspect},

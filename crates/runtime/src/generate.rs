@@ -186,21 +186,36 @@ impl Sampler {
 /// The tokens that end generation: the config's `eos_token_id` plus those of
 /// `generation_config.json` in `dir`, when present.
 pub fn stop_tokens(dir: &std::path::Path, spec: &crate::DecoderSpec) -> Result<Vec<u32>, Error> {
-    let mut ids = spec.eos_token_ids.clone();
     let path = dir.join("generation_config.json");
-    if path.is_file() {
-        let v = crate::read_json_file(&path, 1 << 20)?;
-        match v.get("eos_token_id") {
-            Some(serde_json::Value::Array(a)) => {
-                ids.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
-            }
-            Some(x) => ids.extend(x.as_u64().map(|x| x as u32)),
-            None => {}
+    let config = if path.is_file() { Some(crate::read_json_file(&path, 1 << 20)?) } else { None };
+    Ok(merge_stop_tokens(spec, config.as_ref()))
+}
+
+/// As [`stop_tokens`], with `generation_config.json` taken from `files` (a folder's own, or the
+/// files rebuilt from a GGUF).
+pub fn stop_tokens_of(
+    files: &crate::AuxFiles,
+    spec: &crate::DecoderSpec,
+) -> Result<Vec<u32>, Error> {
+    Ok(merge_stop_tokens(spec, files.json("generation_config.json")?.as_ref()))
+}
+
+/// The config's end-of-sequence ids and those of a generation config, sorted and deduplicated.
+fn merge_stop_tokens(
+    spec: &crate::DecoderSpec,
+    generation: Option<&serde_json::Value>,
+) -> Vec<u32> {
+    let mut ids = spec.eos_token_ids.clone();
+    match generation.and_then(|v| v.get("eos_token_id")) {
+        Some(serde_json::Value::Array(a)) => {
+            ids.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
         }
+        Some(x) => ids.extend(x.as_u64().map(|x| x as u32)),
+        None => {}
     }
     ids.sort_unstable();
     ids.dedup();
-    Ok(ids)
+    ids
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Device, GenaiConfig};
+use super::{DeviceSpec, GenaiConfig};
 use crate::Error;
 
 /// A model that cannot be created (the type has no values).
@@ -18,7 +18,7 @@ impl Model {
     pub(crate) fn load(
         path: &Path,
         _config: &GenaiConfig,
-        _device: Device,
+        _device: DeviceSpec,
         _threads: usize,
     ) -> Result<Model, Error> {
         Err(Error::Backend {
@@ -57,7 +57,9 @@ mod tests {
                 "head_size": 4}}}),
         )
         .unwrap();
-        let err = Model::load(Path::new("m/model.onnx"), &config, Device::Cpu, 0).unwrap_err();
+        let err =
+            Model::load(Path::new("m/model.onnx"), &config, super::super::Device::Cpu.into(), 0)
+                .unwrap_err();
         assert_eq!(
             err.to_string(),
             "m/model.onnx: ONNX Runtime: phiquant was built without ONNX Runtime (enable the \

@@ -20,7 +20,7 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
 use super::library::LibrarySearch;
-use super::{BACKEND, Device, GenaiConfig};
+use super::{BACKEND, Device, DeviceSpec, GenaiConfig};
 use crate::{Error, OrtLibraryProblem};
 
 /// The process's ONNX Runtime environment and the library it came from, or why there is none.
@@ -116,7 +116,7 @@ impl Model {
     pub(crate) fn load(
         path: &Path,
         config: &GenaiConfig,
-        device: Device,
+        device: DeviceSpec,
         threads: usize,
     ) -> Result<Model, Error> {
         let fail =
@@ -282,14 +282,16 @@ fn int_tensor(
 }
 
 /// `builder` with the execution provider of `device` registered (nothing for the CPU, which is
-/// always there), or an [`Error::DeviceUnavailable`] that says why it cannot be.
+/// always there), or an [`Error::DeviceUnavailable`] that says why it cannot be. A GPU index
+/// becomes the provider's `device_id`, over any the folder's `provider_options` give.
 fn with_provider(
     builder: SessionBuilder,
     path: &Path,
     library: &Path,
     config: &GenaiConfig,
-    device: Device,
+    spec: DeviceSpec,
 ) -> Result<SessionBuilder, Error> {
+    let DeviceSpec { device, index } = spec;
     let unavailable =
         |reason: String| Error::DeviceUnavailable { path: path.to_path_buf(), device, reason };
     let registered = |result: BuilderResult| {
@@ -309,6 +311,10 @@ fn with_provider(
             let mut cuda = ep::CUDA::default();
             for (key, value) in config.provider_options("cuda").into_iter().flatten() {
                 cuda = cuda.with_arbitrary_config(key, value);
+            }
+            if let Some(index) = index {
+                // At most DeviceSpec::MAX_INDEX, so it fits an i32.
+                cuda = cuda.with_device_id(index as i32);
             }
             registered(builder.with_execution_providers([cuda.build().error_on_failure()]))
         }
@@ -331,10 +337,11 @@ fn with_provider(
             let builder = builder
                 .with_memory_pattern(false)
                 .map_err(|e| unavailable(format!("cannot turn memory patterns off: {e}")))?;
-            registered(
-                builder
-                    .with_execution_providers([ep::DirectML::default().build().error_on_failure()]),
-            )
+            let mut dml = ep::DirectML::default();
+            if let Some(index) = index {
+                dml = dml.with_device_id(index as i32);
+            }
+            registered(builder.with_execution_providers([dml.build().error_on_failure()]))
         }
     }
 }

@@ -91,6 +91,62 @@ impl std::str::FromStr for Device {
     }
 }
 
+/// A device and, for a GPU, which one: `cpu`, `cuda`, `cuda:1`, `dml:0`.
+///
+/// The index goes to the execution provider as its `device_id` (the CUDA and DirectML providers'
+/// option), so that one process runs on one GPU: ONNX Runtime's recommended way to use several
+/// GPUs is one process (one session) per GPU. Without an index the provider's default applies
+/// (the folder's own `device_id` option, else GPU 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeviceSpec {
+    /// The execution provider.
+    pub device: Device,
+    /// Which GPU (`None`: the provider's default). Always `None` for the CPU.
+    pub index: Option<u32>,
+}
+
+impl DeviceSpec {
+    /// The most GPUs an index may address (a bound on hostile input, far above real machines).
+    pub const MAX_INDEX: u32 = 1023;
+}
+
+impl From<Device> for DeviceSpec {
+    fn from(device: Device) -> DeviceSpec {
+        DeviceSpec { device, index: None }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    /// As on the command line: `cpu`, `cuda`, `cuda:1`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.index {
+            Some(i) => write!(f, "{}:{i}", self.device.as_str()),
+            None => f.write_str(self.device.as_str()),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = Error;
+
+    /// `cpu`, `cuda`, `dml`, or a GPU with its index: `cuda:1`, `dml:0`.
+    fn from_str(s: &str) -> Result<DeviceSpec, Error> {
+        let Some((name, index)) = s.split_once(':') else {
+            return Ok(DeviceSpec { device: s.parse()?, index: None });
+        };
+        let device: Device = name.parse()?;
+        let bad = |expected: &str| Error::UnknownDevice { name: format!("{s} ({expected})") };
+        if device == Device::Cpu {
+            return Err(bad("the CPU takes no index"));
+        }
+        let index: u32 = match index.parse() {
+            Ok(i) if i <= DeviceSpec::MAX_INDEX && !index.starts_with('+') => i,
+            _ => return Err(bad("the index after `:` is a GPU number, 0 to 1023")),
+        };
+        Ok(DeviceSpec { device, index: Some(index) })
+    }
+}
+
 /// Whether `path` is an onnxruntime-genai model folder: a directory with a `genai_config.json`.
 pub fn is_onnx_folder(path: &Path) -> bool {
     path.is_dir() && path.join(GENAI_CONFIG).is_file()
@@ -106,7 +162,7 @@ pub struct OrtModel {
     inner: imp::Model,
     config: GenaiConfig,
     dir: PathBuf,
-    device: Device,
+    device: DeviceSpec,
 }
 
 impl OrtModel {
@@ -117,10 +173,20 @@ impl OrtModel {
     /// A missing library, a provider this machine's ONNX Runtime lacks, and a graph whose inputs
     /// and outputs are not the ones `genai_config.json` names are errors that say so.
     pub fn load(dir: &Path, device: Option<Device>, threads: usize) -> Result<OrtModel, Error> {
+        OrtModel::load_on(dir, device.map(DeviceSpec::from), threads)
+    }
+
+    /// As [`OrtModel::load`], on a device that may name a GPU by its index (`cuda:1`), passed to
+    /// the execution provider as its `device_id`.
+    pub fn load_on(
+        dir: &Path,
+        device: Option<DeviceSpec>,
+        threads: usize,
+    ) -> Result<OrtModel, Error> {
         let config = GenaiConfig::from_dir(dir)?;
         let device = match device {
             Some(device) => device,
-            None => config.device()?,
+            None => config.device()?.into(),
         };
         let graph = dir.join(&config.filename);
         if !graph.is_file() {
@@ -147,6 +213,11 @@ impl OrtModel {
 
     /// The execution provider the session runs on.
     pub fn device(&self) -> Device {
+        self.device.device
+    }
+
+    /// The execution provider and the GPU index it was asked for.
+    pub fn device_spec(&self) -> DeviceSpec {
         self.device
     }
 
@@ -301,5 +372,21 @@ mod tests {
             "tpu".parse::<Device>().unwrap_err().to_string(),
             "unknown device `tpu` (expected cpu, cuda or dml)"
         );
+    }
+
+    #[test]
+    fn device_specs() {
+        let spec = |s: &str| s.parse::<DeviceSpec>();
+        assert_eq!(spec("cpu").unwrap(), DeviceSpec { device: Device::Cpu, index: None });
+        assert_eq!(spec("cuda").unwrap(), Device::Cuda.into());
+        assert_eq!(spec("cuda:1").unwrap(), DeviceSpec { device: Device::Cuda, index: Some(1) });
+        assert_eq!(spec("DML:0").unwrap(), DeviceSpec { device: Device::DirectMl, index: Some(0) });
+        assert_eq!(spec("cuda:1").unwrap().to_string(), "cuda:1");
+        assert_eq!(spec("dml").unwrap().to_string(), "dml");
+        for bad in ["cpu:0", "cuda:", "cuda:x", "cuda:-1", "cuda:+1", "cuda:1024", "tpu:0", ""] {
+            let err = spec(bad).unwrap_err().to_string();
+            assert!(err.starts_with("unknown device"), "{bad}: {err}");
+        }
+        assert!(spec("cuda:99999999999").is_err());
     }
 }
