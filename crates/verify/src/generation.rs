@@ -103,9 +103,9 @@ pub struct GenerationReport {
     pub max_new_tokens: usize,
     /// Each prompt.
     pub prompts: Vec<PromptReport>,
-    /// Positions with the same token over positions compared, across every prompt (1 when
-    /// nothing was generated).
-    pub agreement: f64,
+    /// Positions with the same token over positions compared, across every prompt (`None` when
+    /// nothing was generated: no generation check).
+    pub agreement: Option<f64>,
     /// Prompts whose artefact continuation loops where the baseline's does not.
     pub degenerate_prompts: usize,
 }
@@ -143,7 +143,7 @@ impl GenerationReport {
         GenerationReport {
             max_new_tokens,
             degenerate_prompts: prompts.iter().filter(|p| p.degenerate).count(),
-            agreement: if compared == 0 { 1.0 } else { same as f64 / compared as f64 },
+            agreement: (compared > 0).then(|| same as f64 / compared as f64),
             prompts,
         }
     }
@@ -193,7 +193,8 @@ mod tests {
         assert!(r.prompts[0].degenerate && !r.prompts[1].degenerate);
         assert_eq!(r.prompts[0].first_divergence, Some(0));
         assert_eq!(r.prompts[1].first_divergence, None);
-        assert!((r.agreement - 13.0 / 24.0).abs() < 1e-12);
+        assert!((r.agreement.unwrap() - 13.0 / 24.0).abs() < 1e-12);
+        assert_eq!(GenerationReport::new(&[], 0, &|_| String::new()).agreement, None);
         assert_eq!(r.prompts[0].prompt, "[1]");
     }
 }

@@ -29,25 +29,61 @@ pub struct TokenComparison {
     pub same_top: bool,
 }
 
-/// The index and value of the first maximum of `row`.
+/// The index and value of the first maximum of `row` (NaNs ignored; index 0 when there is no
+/// number).
 fn first_max(row: &[f32]) -> (usize, f32) {
-    let mut best = (0, f32::NEG_INFINITY);
-    for (i, &v) in row.iter().enumerate() {
-        if v > best.1 || i == 0 {
-            best = (i, v);
+    // A lane-wise maximum the compiler vectorizes, then the first position holding it.
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = l.max(v);
         }
     }
-    best
+    let max = tail.iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    (row.iter().position(|&v| v == max).unwrap_or(0), max)
 }
 
-/// `ln sum_i e^row(i)` (with `row(i) - max` exponentiated into `scratch`, which keeps them), in
-/// f64.
-fn log_sum_exp(row: &[f32], max: f32, scratch: &mut Vec<f32>) -> f64 {
+/// The sum of `values` in f64, over four independent lanes (which the compiler vectorizes).
+fn sum_f64(values: &[f32]) -> f64 {
+    let mut lanes = [0f64; 4];
+    let chunks = values.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v as f64;
+        }
+    }
+    tail.iter().map(|&v| v as f64).sum::<f64>() + (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+}
+
+/// `ln sum_i e^row(i)` and `sum_i e^(row(i) - max)`, in f64, with each `e^(row(i) - max)` left in
+/// `scratch`.
+fn log_sum_exp(row: &[f32], max: f32, scratch: &mut Vec<f32>) -> (f64, f64) {
     scratch.clear();
     scratch.extend(row.iter().map(|&v| v - max));
     phiquant_quant::exp_inplace(scratch);
-    let sum: f64 = scratch.iter().map(|&e| e as f64).sum();
-    max as f64 + sum.ln()
+    let sum = sum_f64(scratch);
+    (max as f64 + sum.ln(), sum)
+}
+
+/// `sum_i e(i) * ((base(i) - q(i)) - shift)` over the terms with `e(i) > 0`, in f64 lanes.
+fn weighted_log_ratio(e: &[f32], base: &[f32], q: &[f32], shift: f64) -> f64 {
+    let term = |e: f32, b: f32, v: f32| {
+        if e > 0.0 { e as f64 * ((b as f64 - v as f64) - shift) } else { 0.0 }
+    };
+    let mut lanes = [0f64; 4];
+    let n = e.len() / 4 * 4;
+    for ((ec, bc), qc) in
+        e[..n].chunks_exact(4).zip(base[..n].chunks_exact(4)).zip(q[..n].chunks_exact(4))
+    {
+        for i in 0..4 {
+            lanes[i] += term(ec[i], bc[i], qc[i]);
+        }
+    }
+    let tail: f64 = (n..e.len()).map(|i| term(e[i], base[i], q[i])).sum();
+    tail + (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
 }
 
 /// Compares one position: `base` and `q` are the two models' logits (one row of the vocabulary
@@ -66,25 +102,18 @@ pub fn compare_token(
     debug_assert_eq!(base.len(), q.len());
     debug_assert!(target < base.len());
     let (top_q, max_q) = first_max(q);
-    let lse_q = log_sum_exp(q, max_q, scratch);
+    let (lse_q, _) = log_sum_exp(q, max_q, scratch);
     let (top_base, max_base) = first_max(base);
-    let lse_base = log_sum_exp(base, max_base, scratch);
-    let sum_base: f64 = scratch.iter().map(|&e| e as f64).sum();
-    let shift = lse_base - lse_q;
-    let mut kld = 0f64;
-    for ((&e, &b), &v) in scratch.iter().zip(base).zip(q) {
-        if e > 0.0 {
-            kld += e as f64 * ((b as f64 - v as f64) - shift);
-        }
-    }
-    kld /= sum_base;
+    let (lse_base, sum_base) = log_sum_exp(base, max_base, scratch);
+    let kld = weighted_log_ratio(scratch, base, q, lse_base - lse_q) / sum_base;
     let nll_q = lse_q - q[target] as f64;
     let nll_base = lse_base - base[target] as f64;
     TokenComparison {
         nll_q,
         nll_base,
-        // A divergence is never negative; rounding can leave it a hair below 0.
-        kld: kld.max(0.0),
+        // A divergence is never negative; rounding can leave it a hair below 0. (A NaN, from
+        // logits that are not numbers, stays NaN so that the gates see it.)
+        kld: if kld < 0.0 { 0.0 } else { kld },
         p_diff: (-nll_q).exp() - (-nll_base).exp(),
         same_top: top_q == top_base,
     }
@@ -375,6 +404,10 @@ mod tests {
             };
             assert_eq!(t.same_top, argmax(&lb) == argmax(&lq));
         }
+        // Logits that are not numbers give a divergence that is not one.
+        let mut broken = row(3, 100, 4.0);
+        broken[7] = f32::NAN;
+        assert!(compare_token(&row(3, 100, 4.0), &broken, 1, &mut scratch).kld.is_nan());
         // Equal rows: no divergence, same top, no change.
         let base = row(7, 500, 20.0);
         let t = compare_token(&base, &base, 3, &mut scratch);

@@ -69,8 +69,9 @@ pub struct VerifyReport {
     pub kld_p99: f64,
     /// The fraction of tokens with the same most likely next token (0 to 1).
     pub same_top_p: f64,
-    /// The fraction of greedy positions with the same token (0 to 1).
-    pub greedy_agreement: f64,
+    /// The fraction of greedy positions with the same token (0 to 1; `null` when no prompt
+    /// was continued).
+    pub greedy_agreement: Option<f64>,
     /// Whether every gate passed.
     pub passed: bool,
     /// Each gate.

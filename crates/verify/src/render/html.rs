@@ -93,7 +93,7 @@ fn summary_table(o: &mut String, reports: &[VerifyReport]) {
             num(r.kld_mean, 5),
             num(r.kld_p99, 5),
             pct(r.same_top_p, 2),
-            pct(r.greedy_agreement, 1),
+            r.greedy_agreement.map_or("n/a".into(), |a| pct(a, 1)),
             if r.passed {
                 "<td class=\"pass\">pass</td>".to_string()
             } else {
@@ -342,7 +342,7 @@ fn agreement_chart(o: &mut String, reports: &[VerifyReport]) {
             esc(&r.target),
             gx + bar * r.generation.prompts.len() as f64 / 2.0,
             top + plot_h + 34.0,
-            pct(r.generation.agreement, 1)
+            r.generation.agreement.map_or("n/a".into(), |a| pct(a, 1))
         );
     }
     let first = &reports.iter().find(|r| !r.generation.prompts.is_empty());

@@ -43,7 +43,7 @@ pub fn markdown(reports: &[VerifyReport]) -> String {
             num(r.kld_mean, 5),
             num(r.kld_p99, 5),
             pct(r.same_top_p, 2),
-            pct(r.greedy_agreement, 1),
+            r.greedy_agreement.map_or("n/a".into(), |a| pct(a, 1)),
             if r.passed {
                 "pass".into()
             } else {
@@ -114,7 +114,7 @@ pub fn markdown(reports: &[VerifyReport]) -> String {
                 o,
                 "\nGreedy continuations ({} tokens at most), agreement {}:\n",
                 r.generation.max_new_tokens,
-                pct(r.generation.agreement, 1)
+                r.generation.agreement.map_or("n/a".into(), |a| pct(a, 1))
             );
             let _ = writeln!(
                 o,

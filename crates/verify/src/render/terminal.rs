@@ -80,7 +80,7 @@ pub fn terminal(r: &VerifyReport) -> String {
                 num(p.agreement * 100.0, 1) + "%"
             );
         }
-        let _ = writeln!(o, "agreement: {}%", num(g.agreement * 100.0, 2));
+        let _ = writeln!(o, "agreement: {}%", num(g.agreement.unwrap_or(f64::NAN) * 100.0, 2));
     }
 
     let _ = writeln!(o, "\n====== Gates ({}) ======", r.precision);
