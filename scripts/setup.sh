@@ -31,6 +31,9 @@ need command -v ccache || apt_needed+=(ccache)
 need command -v cmake || apt_needed+=(cmake)
 need command -v clang || apt_needed+=(clang)
 need compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' || apt_needed+=(libclang-dev)
+# The test of `phiquant verify --html` renders the report in headless Chromium and checks the
+# screenshot.
+need command -v chromium || need command -v chromium-browser || apt_needed+=(chromium)
 if ((${#apt_needed[@]})); then
     say "installing apt packages: ${apt_needed[*]}"
     sudo_cmd=()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use phiquant_runtime::{Checkpoint, Engine, Sampling, generate};
 use serde_json::Value;
 
-use crate::util::{fixture, root, shared_model, skip_note};
+use crate::util::{root, skip_note};
 
 const PROMPT: [u32; 6] = [1, 5, 9, 13, 17, 21];
 const NEW_TOKENS: usize = 8;
@@ -40,17 +40,8 @@ fn engine_greedy(model: &Path) -> Vec<u32> {
 
 pqtest!(onnx_folders_load_and_generate_in_onnxruntime_genai, |dir, _cmd| {
     let Some(python) = genai_python() else { return };
-    let mut models: Vec<(String, PathBuf)> =
-        ["phi3", "phi3-longrope", "phi4-mini", "llama", "mistral", "qwen2"]
-            .iter()
-            .map(|m| (m.to_string(), fixture(m)))
-            .collect();
-    for m in ["stories260K-phi3", "stories260K"] {
-        if let Some(p) = shared_model(m) {
-            models.push((m.to_string(), p));
-        }
-    }
-    let targets = ["cpu-fp32", "cpu-int4", "cuda-int4", "cuda-fp16", "dml-int4"];
+    let models = crate::util::architecture_models();
+    let targets = crate::util::ONNX_TARGETS;
     let mut folders = Vec::new();
     for (name, path) in &models {
         let out = dir.path().join(name);

@@ -17,3 +17,6 @@ mod inspect;
 mod onnx;
 mod onnx_genai;
 mod onnx_interop;
+#[cfg(feature = "onnxruntime")]
+mod ort;
+mod verify;

@@ -31,6 +31,62 @@ pub fn shared_model(name: &str) -> Option<PathBuf> {
     None
 }
 
+/// Every architecture fixture and the two stories260K layouts of `../shared/models` (those
+/// present): (name, folder).
+pub fn architecture_models() -> Vec<(String, PathBuf)> {
+    let mut models: Vec<(String, PathBuf)> =
+        ["phi3", "phi3-longrope", "phi4-mini", "llama", "mistral", "qwen2"]
+            .iter()
+            .map(|m| (m.to_string(), fixture(m)))
+            .collect();
+    for m in ["stories260K-phi3", "stories260K"] {
+        if let Some(p) = shared_model(m) {
+            models.push((m.to_string(), p));
+        }
+    }
+    models
+}
+
+/// Every ONNX target, fp32 reference first.
+pub const ONNX_TARGETS: [&str; 5] = ["cpu-fp32", "cpu-int4", "cuda-int4", "cuda-fp16", "dml-int4"];
+
+/// Whether ONNX Runtime's library is there (`scripts/setup.sh` puts it in `.venv`); outside CI a
+/// missing one skips the test with a note, under `CI=true` it fails it.
+#[allow(dead_code)]
+pub fn ort_library() -> bool {
+    match phiquant_runtime::find_ort_library() {
+        Ok(_) => true,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            skip_note(&e.to_string());
+            false
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A headless Chromium (`CHROMIUM`, else `chromium`, `chromium-browser` or `google-chrome` on
+/// the PATH; `scripts/setup.sh` installs Debian's `chromium`), or `None` with a note outside CI.
+/// Under `CI=true` absence is a failure.
+#[allow(dead_code)]
+pub fn chromium() -> Option<PathBuf> {
+    let from_env = std::env::var_os("CHROMIUM").map(PathBuf::from);
+    let on_path = || {
+        let path = std::env::var_os("PATH")?;
+        ["chromium", "chromium-browser", "google-chrome"]
+            .iter()
+            .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+            .find(|p| p.is_file())
+    };
+    if let Some(found) = from_env.filter(|p| p.is_file()).or_else(on_path) {
+        return Some(found);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("no chromium found (CHROMIUM, or chromium on the PATH), and CI=true requires it");
+    }
+    skip_note("no chromium found (install it with scripts/setup.sh, or set CHROMIUM)");
+    None
+}
+
 /// A temporary folder for one test, removed at the end.
 pub struct Dir {
     tmp: tempfile::TempDir,

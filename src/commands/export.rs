@@ -16,6 +16,11 @@ use phiquant_convert::{
 };
 use phiquant_quant::BlockFormat;
 use phiquant_runtime::{Engine, Tokenizer};
+use phiquant_verify::ReportSet;
+
+use super::verify::{
+    Baseline, EXIT_FAILED, Inputs, Job, report_failures, verify_here, write_reports,
+};
 
 /// Convert a model into artefacts for each --target.
 ///
@@ -44,6 +49,22 @@ use phiquant_runtime::{Engine, Tokenizer};
 ///   phiquant export --model ./Phi-4-mini-instruct --target cpu-int4 --target cuda-fp16 --out ./out
 ///   phiquant export --model ./Phi-4-mini-instruct --target dml-int4 --calib wiki.txt --out ./out
 ///   phiquant export --model ./SmolLM2-135M --target cpu-int4 --algo awq --group-size 128 --out ./out
+///   phiquant export --model ./model --target cpu-int4 --target gguf-q8_0 --out ./out --verify
+///
+/// --verify checks each target right after it is written, as `phiquant verify` does, against
+/// the model exported from (a GGUF input: its dequantized weights) in the native engine at f32:
+/// perplexity and KL divergence on --corpus (a built-in text by default) and a greedy
+/// generation check. Gate defaults by the precision of the target's weights:
+///   precision  ppl_ratio <=  kld_mean <=  same_top_p >=  degenerate_prompts <=
+///   int4       1.10          0.10         85%            0
+///   int8       1.01          0.01         95%            0
+///   fp16       1.005         0.002        97%            0
+///   fp32       1.001         0.0002       99%            0
+/// (--max-ppl-ratio, --max-mean-kld and --min-same-top replace them for every target). The
+/// reports are written to --out as verify.json, verify.md and verify.html. Each target is
+/// verified on its own device (cuda targets on CUDA, dml on DirectML) unless --verify-device
+/// says otherwise. When a gate fails, the remaining targets are still written and verified,
+/// and the command then exits 1, naming the failed gates.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -117,6 +138,19 @@ pub struct Args {
     /// AWQ: seed of the self-generated calibration text (default 0; ignored with --calib).
     #[arg(long)]
     pub calib_seed: Option<u64>,
+
+    /// Verify each target after writing it (see above and `phiquant verify --help`).
+    #[arg(long)]
+    pub verify: bool,
+
+    /// With --verify: the device every ONNX target is verified on: cpu, cuda[:N] or dml[:N]
+    /// (default: each target's own; GGUF and Hugging Face targets run on the CPU).
+    #[arg(long, value_name = "DEVICE")]
+    pub verify_device: Option<phiquant_runtime::DeviceSpec>,
+
+    /// With --verify: what is measured and the gates (the options of `phiquant verify`).
+    #[command(flatten)]
+    pub verify_run: super::verify::RunArgs,
 }
 
 /// `--algo`.
@@ -304,6 +338,16 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
         ),
         _ => None,
     };
+    if args.verify {
+        // The limits given replace every target's defaults: check them before any work.
+        args.verify_run.gates.limits(phiquant_verify::Precision::Fp32)?;
+    } else {
+        if let Some(flag) =
+            args.verify_run.first_given().or(args.verify_device.map(|_| "--verify-device"))
+        {
+            anyhow::bail!("{flag} applies to --verify, which was not given");
+        }
+    }
     let resolved = super::model::resolve(&args.model, args.revision.as_deref(), quiet)?;
     let model = SourceModel::open(&resolved)?;
     // The AWQ quantizers and the calibration windows, still before anything is written.
@@ -318,7 +362,14 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
     drop(calib_text);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating --out {}", args.out.display()))?;
-
+    // The baseline of --verify: the source itself, its engine loaded at the first target.
+    let mut check = if args.verify {
+        let baseline = Baseline::borrowed(&model, &args.model)?;
+        let inputs = Inputs::read(&args.verify_run, &baseline)?;
+        Some((baseline, inputs, Vec::new()))
+    } else {
+        None
+    };
     // AWQ runs once per distinct quantizer; its weights serve every target that shares it and
     // are dropped after the last one.
     let mut transformed: Vec<(LinearQuantizers, String, Arc<SourceModel>)> = Vec::new();
@@ -383,6 +434,34 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
             }
         };
         lines.push_str(&line);
+        if let Some((baseline, inputs, reports)) = &mut check {
+            let artefact = match plan {
+                Plan::Gguf { .. } => args.out.join(format!("{target}.gguf")),
+                Plan::Onnx { .. } | Plan::Hf(_) => args.out.join(target),
+            };
+            let job = Job {
+                artefact: &artefact,
+                target: Some(target),
+                device: args.verify_device,
+                precision: None,
+            };
+            let report = verify_here(&job, &args.verify_run, baseline, inputs)
+                .with_context(|| format!("--target {target}: --verify"))?;
+            let agreement = report
+                .greedy_agreement
+                .map_or(String::new(), |a| format!(", greedy agreement {:.1}%", a * 100.0));
+            lines.push_str(&format!(
+                "{target}: verified on {} ({}): PPL ratio {:.4}, mean KLD {:.5}, same top \
+                 {:.2}%{agreement}: {}\n",
+                report.device,
+                report.backend,
+                report.ppl_ratio,
+                report.kld_mean,
+                report.same_top_p * 100.0,
+                if report.passed { "pass" } else { "FAIL" }
+            ));
+            reports.push(report);
+        }
         // Weights no later target needs are dropped (with their scratch file).
         if let Some(key) = &keys[i]
             && !keys[i + 1..].iter().any(|k| k.as_ref() == Some(key))
@@ -391,6 +470,17 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
         }
     }
     super::print(&lines)?;
+    if let Some((_, _, reports)) = check {
+        let out = |name: &str| args.out.join(name);
+        let (json, md, html) = (out("verify.json"), out("verify.md"), out("verify.html"));
+        let set = ReportSet::new(reports);
+        std::fs::write(&json, set.to_json())
+            .with_context(|| format!("writing {}", json.display()))?;
+        write_reports(&set.reports, None, Some(&md), Some(&html))?;
+        if report_failures(&set.reports) {
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

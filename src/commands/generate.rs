@@ -2,22 +2,28 @@
 
 use std::process::ExitCode;
 
-use phiquant_runtime::{Sampling, generate_timed, stop_tokens};
+use phiquant_runtime::{Generation, OrtModel, Sampling, generate_timed, stop_tokens};
 
-/// Generate text from a prompt with the native engine (fp32).
+/// Generate text from a prompt with the native engine (fp32), ONNX Runtime or llama.cpp.
 ///
-/// The prompt is tokenized with the checkpoint's tokenizer (BOS added when the checkpoint's
-/// tokenizer config says so); generation stops after --max-tokens or at an end-of-sequence token
-/// (config.json and generation_config.json). Greedy by default; --temperature > 0 samples.
+/// A checkpoint runs on the native engine; an ONNX model folder (with genai_config.json) in ONNX
+/// Runtime on --device; a .gguf file in llama.cpp (greedy only). The prompt is tokenized with the
+/// model's tokenizer (BOS added when its tokenizer config says so); generation stops after
+/// --max-tokens or at an end-of-sequence token (config.json and generation_config.json, or
+/// genai_config.json). Greedy by default; --temperature > 0 samples.
 ///
 /// Examples:
 ///   phiquant generate ./stories260K --prompt "" --max-tokens 32
 ///   phiquant generate ./Phi-3-mini-4k-instruct --prompt "The capital of France is" --json
+///   phiquant generate ./out/cuda-int4 --device cpu --prompt "Hello"
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
     #[command(flatten)]
     pub model: super::model::ModelArg,
+
+    #[command(flatten)]
+    pub device: super::model::DeviceArg,
 
     /// The prompt text (may be empty: generation then starts from BOS alone).
     #[arg(long, default_value = "")]
@@ -62,9 +68,14 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
         seed: args.seed,
     }
     .validated()?;
+    if super::model::is_onnx(&args.model.model) {
+        return exec_onnx(&args, &sampling);
+    }
     if super::model::is_gguf(&args.model.model) {
+        args.device.cpu_only("llama.cpp")?;
         return exec_gguf(&args, &sampling);
     }
+    args.device.cpu_only("the native engine")?;
     let model = super::model::load(&args.model.model, args.model.revision.as_deref(), quiet)?;
     let prompt_ids = model.tokenizer.encode_prompt(&args.prompt)?;
     if prompt_ids.is_empty() {
@@ -76,9 +87,38 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
     let stop = if args.ignore_eos { Vec::new() } else { stop };
     let g = generate_timed(&model.engine, &prompt_ids, args.max_tokens, &sampling, &stop)?;
     let text = model.tokenizer.decode(&g.token_ids)?;
+    print_generation(&args, &prompt_ids, &g, &text, None)
+}
+
+/// An ONNX model folder runs in ONNX Runtime on --device, with the folder's tokenizer.
+fn exec_onnx(args: &Args, sampling: &Sampling) -> anyhow::Result<ExitCode> {
+    let model = OrtModel::load(args.model.model.as_ref(), args.device.onnx(), 0)?;
+    let tokenizer = model.tokenizer()?;
+    let prompt_ids = tokenizer.encode_prompt(&args.prompt)?;
+    if prompt_ids.is_empty() {
+        anyhow::bail!(
+            "--prompt is empty and the tokenizer adds no BOS token: give some prompt text"
+        );
+    }
+    let stop = if args.ignore_eos { Vec::new() } else { model.eos_token_ids().to_vec() };
+    let g = model.generate(&prompt_ids, args.max_tokens, sampling, &stop)?;
+    let text = tokenizer.decode(&g.token_ids)?;
+    let backend = serde_json::json!({"backend": "onnxruntime", "device": model.device().as_str()});
+    print_generation(args, &prompt_ids, &g, &text, Some(backend))
+}
+
+/// Prints a generation as text after the prompt, or with --json as one object; `extra` adds
+/// fields to the object.
+fn print_generation(
+    args: &Args,
+    prompt_ids: &[u32],
+    g: &Generation,
+    text: &str,
+    extra: Option<serde_json::Value>,
+) -> anyhow::Result<ExitCode> {
     if args.json {
         let decoded = g.token_ids.len().saturating_sub(1);
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "prompt_ids": prompt_ids,
             "token_ids": g.token_ids,
             "text": text,
@@ -91,6 +131,9 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
                 "decode_tokens_per_sec": decoded as f64 / g.decode_secs,
             },
         });
+        if let (Some(obj), Some(serde_json::Value::Object(extra))) = (v.as_object_mut(), extra) {
+            obj.extend(extra);
+        }
         super::print(&format!("{v}\n"))?;
     } else {
         super::print(&format!("{}{text}\n", args.prompt))?;
@@ -132,4 +175,26 @@ fn exec_gguf(args: &Args, sampling: &Sampling) -> anyhow::Result<ExitCode> {
         super::print(&format!("{}{text}\n", args.prompt))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::commands::model::DeviceName;
+    use crate::commands::{Cli, Command};
+
+    #[test]
+    fn parses_device() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["phiquant", "generate", "m"], args].concat())?;
+            let Command::Generate(args) = cli.command else { panic!("not generate") };
+            Ok::<_, clap::Error>(args.device.device)
+        };
+        assert_eq!(parse(&[]).unwrap(), None);
+        assert_eq!(parse(&["--device", "cpu"]).unwrap(), Some(DeviceName::Cpu));
+        assert_eq!(parse(&["--device", "cuda"]).unwrap(), Some(DeviceName::Cuda));
+        assert_eq!(parse(&["--device", "dml"]).unwrap(), Some(DeviceName::Dml));
+        assert!(parse(&["--device", "tpu"]).is_err());
+    }
 }

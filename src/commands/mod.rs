@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod model;
 pub mod perplexity;
 pub mod targets;
+pub mod verify;
 
 /// Convert, quantize and verify small language models for ONNX Runtime and llama.cpp.
 #[derive(Debug, Parser)]
@@ -33,6 +34,7 @@ pub enum Command {
     Generate(generate::Args),
     Perplexity(perplexity::Args),
     Targets(targets::Args),
+    Verify(verify::Args),
 }
 
 /// Runs the parsed command.
@@ -43,6 +45,7 @@ pub fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => generate::exec(args, cli.quiet),
         Command::Perplexity(args) => perplexity::exec(args, cli.quiet),
         Command::Targets(args) => targets::exec(args),
+        Command::Verify(args) => verify::exec(args, cli.quiet),
     }
 }
 

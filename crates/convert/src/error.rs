@@ -133,6 +133,14 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
+    /// An artefact on disk that cannot be described (no weights, an unreadable graph).
+    #[error("{}: {reason}", path.display())]
+    Artefact {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An invariant of phiquant's own code failed (a bug, not bad input).
     #[error("internal error: {0} (please report this as a phiquant bug)")]
     Internal(String),

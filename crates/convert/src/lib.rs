@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod artefact;
 pub mod awq;
 mod error;
 pub mod gguf;
@@ -43,6 +44,7 @@ mod source;
 mod target;
 
 pub use crate::{
+    artefact::{ArtefactWeights, artefact_weights},
     error::Error,
     hub::{AUX_FILES, HubOptions, HubSnapshot, check_revision, fetch, is_repo_id, repo_cache_dir},
     inspect::{DtypeUsage, FileReport, INSPECT_SCHEMA_VERSION, InspectReport, RopeReport, inspect},

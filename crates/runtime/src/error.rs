@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::Dtype;
+use crate::{Device, Dtype};
 
 /// What went wrong while reading or checking a model.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +170,29 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// ONNX Runtime's shared library could not be found or loaded.
+    #[error("{0}")]
+    OrtLibrary(OrtLibraryProblem),
+    /// An execution provider that the ONNX Runtime library in use cannot run here.
+    #[error(
+        "{}: the {device} execution provider is not available: {reason}; run with --device cpu \
+         to check the graph's numbers on the CPU provider",
+        path.display()
+    )]
+    DeviceUnavailable {
+        /// The model file.
+        path: PathBuf,
+        /// The device asked for.
+        device: Device,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A device name phiquant does not run models on.
+    #[error("unknown device `{name}` (expected cpu, cuda or dml)")]
+    UnknownDevice {
+        /// The name given.
+        name: String,
+    },
     /// The folder holds no weights phiquant can read.
     #[error("{}: no model.safetensors or model.safetensors.index.json found{}", path.display(), found_note(found))]
     NoWeights {
@@ -198,6 +221,62 @@ fn found_note(found: &[String]) -> String {
     } else {
         format!(" (found {} without an index)", found.join(", "))
     }
+}
+
+/// Why ONNX Runtime's shared library is not available. Every message names both ways of providing
+/// it: `ORT_DYLIB_PATH`, and the project venv that `scripts/setup.sh` creates.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OrtLibraryProblem {
+    /// No library in any of the places searched.
+    #[error(
+        "ONNX Runtime's shared library was not found: set ORT_DYLIB_PATH to the full path of {lib}, \
+         or run `bash scripts/setup.sh` to install onnxruntime==1.31.1 into the project venv \
+         ({venv_lib}; PHIQUANT_VENV names another venv); looked for .venv in {} and their parent folders",
+        searched_list(searched),
+        lib = crate::onnxruntime::LIBRARY_EXAMPLE,
+        venv_lib = crate::onnxruntime::VENV_LIBRARY_PATTERN
+    )]
+    NotFound {
+        /// The folders whose `.venv`, and whose parents' `.venv`, were looked into, in order.
+        searched: Vec<PathBuf>,
+    },
+    /// An environment variable names a library or venv that is not there.
+    #[error(
+        "{var} is `{}`, which {what}; point ORT_DYLIB_PATH at {lib} (in the project venv: {venv_lib}), \
+         or unset {var}",
+        path.display(),
+        lib = crate::onnxruntime::LIBRARY_EXAMPLE,
+        venv_lib = crate::onnxruntime::VENV_LIBRARY_PATTERN
+    )]
+    BadVariable {
+        /// `ORT_DYLIB_PATH` or `PHIQUANT_VENV`.
+        var: &'static str,
+        /// Its value.
+        path: PathBuf,
+        /// What is wrong with it ("is not a file").
+        what: &'static str,
+    },
+    /// The library exists but ONNX Runtime could not be started from it.
+    #[error(
+        "{}: cannot load ONNX Runtime: {message} (phiquant needs ONNX Runtime 1.31, the \
+         library of onnxruntime==1.31.1: set ORT_DYLIB_PATH to it, or run `bash scripts/setup.sh` \
+         for the project venv)",
+        path.display()
+    )]
+    Load {
+        /// The library file.
+        path: PathBuf,
+        /// The loader's or ONNX Runtime's explanation.
+        message: String,
+    },
+}
+
+fn searched_list(searched: &[PathBuf]) -> String {
+    if searched.is_empty() {
+        return "nowhere".into();
+    }
+    searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// What is wrong with a safetensors header as a whole.

@@ -141,19 +141,14 @@ pub fn generate_timed(
     sampling: &Sampling,
     stop: &[u32],
 ) -> Result<Generation, Error> {
-    let sampling = sampling.validated()?;
+    let mut sampler = Sampler::new(sampling, engine.spec().vocab_size)?;
     if prompt.is_empty() {
         return Err(Error::empty_prompt());
     }
     let mut session = engine.session(prompt.len() + max_tokens);
-    let mut rng = SplitMix(sampling.seed);
-    let mut order = Vec::with_capacity(engine.spec().vocab_size);
     let mut out = Vec::with_capacity(max_tokens);
     let start = std::time::Instant::now();
-    let mut next = {
-        let logits = session.forward(prompt, Logits::Last)?;
-        pick(logits, &sampling, &mut rng, &mut order)
-    };
+    let mut next = sampler.pick(session.forward(prompt, Logits::Last)?);
     let prefill_secs = start.elapsed().as_secs_f64();
     let start = std::time::Instant::now();
     while out.len() < max_tokens {
@@ -161,30 +156,66 @@ pub fn generate_timed(
         if stop.contains(&next) || out.len() == max_tokens {
             break;
         }
-        let logits = session.forward(&[next], Logits::Last)?;
-        next = pick(logits, &sampling, &mut rng, &mut order);
+        next = sampler.pick(session.forward(&[next], Logits::Last)?);
     }
     Ok(Generation { token_ids: out, prefill_secs, decode_secs: start.elapsed().as_secs_f64() })
+}
+
+/// Chooses tokens one after another by a [`Sampling`]: the state one generation carries (its
+/// random stream and a sorting buffer), shared by the backends' generation loops.
+pub(crate) struct Sampler {
+    sampling: Sampling,
+    rng: SplitMix,
+    order: Vec<(f32, u32)>,
+}
+
+impl Sampler {
+    /// A sampler for logits rows of `vocab_size`, after checking `sampling`.
+    pub(crate) fn new(sampling: &Sampling, vocab_size: usize) -> Result<Sampler, Error> {
+        let sampling = sampling.validated()?;
+        let order = Vec::with_capacity(if sampling.temperature == 0.0 { 0 } else { vocab_size });
+        Ok(Sampler { sampling, rng: SplitMix(sampling.seed), order })
+    }
+
+    /// The next token for one row of logits.
+    pub(crate) fn pick(&mut self, logits: &[f32]) -> u32 {
+        pick(logits, &self.sampling, &mut self.rng, &mut self.order)
+    }
 }
 
 /// The tokens that end generation: the config's `eos_token_id` plus those of
 /// `generation_config.json` in `dir`, when present.
 pub fn stop_tokens(dir: &std::path::Path, spec: &crate::DecoderSpec) -> Result<Vec<u32>, Error> {
-    let mut ids = spec.eos_token_ids.clone();
     let path = dir.join("generation_config.json");
-    if path.is_file() {
-        let v = crate::read_json_file(&path, 1 << 20)?;
-        match v.get("eos_token_id") {
-            Some(serde_json::Value::Array(a)) => {
-                ids.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
-            }
-            Some(x) => ids.extend(x.as_u64().map(|x| x as u32)),
-            None => {}
+    let config = if path.is_file() { Some(crate::read_json_file(&path, 1 << 20)?) } else { None };
+    Ok(merge_stop_tokens(spec, config.as_ref()))
+}
+
+/// As [`stop_tokens`], with `generation_config.json` taken from `files` (a folder's own, or the
+/// files rebuilt from a GGUF).
+pub fn stop_tokens_of(
+    files: &crate::AuxFiles,
+    spec: &crate::DecoderSpec,
+) -> Result<Vec<u32>, Error> {
+    Ok(merge_stop_tokens(spec, files.json("generation_config.json")?.as_ref()))
+}
+
+/// The config's end-of-sequence ids and those of a generation config, sorted and deduplicated.
+fn merge_stop_tokens(
+    spec: &crate::DecoderSpec,
+    generation: Option<&serde_json::Value>,
+) -> Vec<u32> {
+    let mut ids = spec.eos_token_ids.clone();
+    match generation.and_then(|v| v.get("eos_token_id")) {
+        Some(serde_json::Value::Array(a)) => {
+            ids.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
         }
+        Some(x) => ids.extend(x.as_u64().map(|x| x as u32)),
+        None => {}
     }
     ids.sort_unstable();
     ids.dedup();
-    Ok(ids)
+    ids
 }
 
 #[cfg(test)]

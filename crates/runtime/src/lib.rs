@@ -1,5 +1,5 @@
-//! Model definitions and weight readers for phiquant; later also its inference backends (the
-//! native CPU engine, ONNX Runtime and llama.cpp), tokenizer and generation.
+//! Model definitions, weight readers and inference backends for phiquant (the native CPU engine,
+//! ONNX Runtime and llama.cpp), with its tokenizer and generation.
 //!
 //! This crate owns what a model *is*: one canonical description of a decoder-only transformer
 //! ([`DecoderSpec`]) read from a Hugging Face `config.json`, the mapping from each architecture's
@@ -26,6 +26,9 @@
 //!   [`DecoderSpec`] from the metadata, its tensors under Hugging Face names, dequantized to f32
 //!   one at a time) and [`AuxFiles::from_gguf`] rebuilds its tokenizer as Hugging Face files;
 //!   [`LlamaCppModel`] runs a GGUF through llama.cpp (feature `llama-cpp`).
+//! - [`OrtModel`] runs an onnxruntime-genai folder ([`GenaiConfig`], `model.onnx`) through ONNX
+//!   Runtime on a [`Device`] (feature `onnxruntime`), with an [`OrtSession`] holding its key/value
+//!   cache; [`find_ort_library`] says where ONNX Runtime's shared library comes from.
 //!
 //! # Example
 //! ```no_run
@@ -48,6 +51,7 @@ mod generate;
 pub mod gguf;
 mod llamacpp;
 mod naming;
+mod onnxruntime;
 mod perplexity;
 mod safetensors;
 mod spec;
@@ -65,10 +69,17 @@ pub use crate::{
         ActivationHook, Engine, LayerRunner, LayerWeights, LinearInput, Logits, ModelWeights,
         RopeCache, RopeTables, Session, rms_norm,
     },
-    error::{Error, HeaderProblem, TensorProblem},
-    generate::{Generation, Sampling, argmax, generate, generate_timed, stop_tokens},
+    error::{Error, HeaderProblem, OrtLibraryProblem, TensorProblem},
+    generate::{
+        Generation, Sampling, argmax, generate, generate_timed, stop_tokens, stop_tokens_of,
+    },
     llamacpp::LlamaCppModel,
     naming::{ExpectedTensor, Linear, TensorRole, TensorSlice},
+    onnxruntime::{
+        Device, DeviceSpec, GENAI_CONFIG, GenaiConfig, GenaiNames, LIBRARY_EXAMPLE, ORT_DYLIB_PATH,
+        OrtModel, OrtSession, PHIQUANT_VENV, ProviderOptions, VENV_LIBRARY_PATTERN,
+        find_ort_library, is_onnx_folder,
+    },
     perplexity::{PerplexityReport, Scoring, log_prob, perplexity, perplexity_with},
     safetensors::{SafetensorsFile, TensorInfo},
     spec::{Architecture, Biases, DecoderSpec, Rope, RopeScaling, SlidingWindow},

@@ -4,4 +4,8 @@ mod engine_golden;
 mod layers;
 #[cfg(feature = "llama-cpp")]
 mod llamacpp;
+#[cfg(feature = "onnxruntime")]
+mod ort;
+#[cfg(feature = "onnxruntime")]
+mod toy_model;
 mod util;

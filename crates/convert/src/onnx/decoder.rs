@@ -85,6 +85,19 @@ impl<W: Write> Ctx<'_, W> {
         self.g.node(op, domain, name, inputs, outputs, attrs)
     }
 
+    /// A default-domain node `name` with one output, `{name}/output_0`, which it returns.
+    fn op(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        attrs: Vec<(&str, Attr)>,
+    ) -> Result<String, Error> {
+        let out = format!("{name}/output_0");
+        self.g.node(op, "", name, inputs, &[&out], attrs)?;
+        Ok(out)
+    }
+
     /// A tensor of the checkpoint as f32; NaN or infinity is an error naming the tensor, row and
     /// column (a float artefact would carry it silently).
     fn tensor_f32(&self, name: &str) -> Result<Vec<f32>, Error> {
@@ -362,38 +375,25 @@ fn preprocessing<W: Write>(
     if dml && longrope {
         let b = "/model/pos_ids_reformat";
         let c = format!("/model/constants/INT64/{orig}");
-        cx.node(
+        cx.op(
             "ReduceMax",
-            "",
             &format!("{b}/ReduceMax"),
             &["position_ids"],
-            &[&format!("{b}/ReduceMax/output_0")],
             vec![("keepdims", Attr::Int(0))],
         )?;
-        cx.node(
+        cx.op(
             "GreaterOrEqual",
-            "",
             &format!("{b}/GreaterOrEqual"),
             &[&format!("{b}/ReduceMax/output_0"), &c],
-            &[&format!("{b}/GreaterOrEqual/output_0")],
             vec![],
         )?;
-        cx.node(
+        cx.op(
             "Cast",
-            "",
             &format!("{b}/Cast"),
             &[&format!("{b}/GreaterOrEqual/output_0")],
-            &[&format!("{b}/Cast/output_0")],
             vec![("to", Attr::Int(data_type::INT64 as i64))],
         )?;
-        cx.node(
-            "Mul",
-            "",
-            &format!("{b}/Mul"),
-            &[&format!("{b}/Cast/output_0"), &c],
-            &[&format!("{b}/Mul/output_0")],
-            vec![],
-        )?;
+        cx.op("Mul", &format!("{b}/Mul"), &[&format!("{b}/Cast/output_0"), &c], vec![])?;
         let out = format!("{b}/Add_1/output_0");
         cx.node(
             "Add",
@@ -409,52 +409,35 @@ fn preprocessing<W: Write>(
 
     // seqlens_k = ReduceSum(attention_mask) - 1, total_seq_len = Shape(attention_mask)[1].
     let one_list = "/model/constants/INT64/[1]";
-    cx.node(
+    cx.op(
         "ReduceSum",
-        "",
         &format!("{MASK_SUB}/ReduceSum"),
         &["attention_mask", one_list],
-        &[&format!("{MASK_SUB}/ReduceSum/output_0")],
         vec![("keepdims", Attr::Int(0))],
     )?;
-    cx.node(
+    cx.op(
         "Sub",
-        "",
         &format!("{MASK_SUB}/Sub"),
         &[&format!("{MASK_SUB}/ReduceSum/output_0"), one_list],
-        &[&format!("{MASK_SUB}/Sub/output_0")],
         vec![],
     )?;
-    cx.node(
+    cx.op(
         "Cast",
-        "",
         &format!("{MASK_SUB}/Sub/Cast"),
         &[&format!("{MASK_SUB}/Sub/output_0")],
-        &[&format!("{MASK_SUB}/Sub/Cast/output_0")],
         vec![("to", Attr::Int(data_type::INT32 as i64))],
     )?;
-    cx.node(
-        "Shape",
-        "",
-        &format!("{MASK_SUB}/Shape"),
-        &["attention_mask"],
-        &[&format!("{MASK_SUB}/Shape/output_0")],
-        vec![],
-    )?;
-    cx.node(
+    cx.op("Shape", &format!("{MASK_SUB}/Shape"), &["attention_mask"], vec![])?;
+    cx.op(
         "Gather",
-        "",
         &format!("{MASK_SUB}/Gather"),
         &[&format!("{MASK_SUB}/Shape/output_0"), "/model/constants/INT64/1"],
-        &[&format!("{MASK_SUB}/Gather/output_0")],
         vec![("axis", Attr::Int(0))],
     )?;
-    cx.node(
+    cx.op(
         "Cast",
-        "",
         &format!("{MASK_SUB}/Gather/Cast"),
         &[&format!("{MASK_SUB}/Gather/output_0")],
-        &[&format!("{MASK_SUB}/Gather/Cast/output_0")],
         vec![("to", Attr::Int(data_type::INT32 as i64))],
     )?;
 
