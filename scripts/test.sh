@@ -16,3 +16,6 @@ export PYTHON="${PYTHON:-python3}"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# Each fuzz target of fuzz/ briefly (FUZZING.md has the long runs): a crash fails the tests.
+bash scripts/fuzz.sh 30

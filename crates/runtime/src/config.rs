@@ -332,6 +332,17 @@ impl Fields<'_> {
                 ));
             }
         };
+        if !head_dim.is_multiple_of(2) {
+            // Rotary embeddings turn pairs of dimensions, and llama.cpp's q/k row order splits
+            // each head in halves: an odd head size fits neither.
+            let field = if explicit_head_dim { "head_dim" } else { "num_attention_heads" };
+            let v = self.obj.get(field).cloned().unwrap_or(Value::Null);
+            return Err(self.invalid(
+                field,
+                &v,
+                format!("a head size that is even (got {head_dim}: rotary embeddings turn pairs of dimensions)"),
+            ));
+        }
 
         let act = self.get("hidden_act").or_else(|| self.get("hidden_activation"));
         if let Some(v) = act
@@ -594,6 +605,23 @@ mod tests {
         assert_eq!(s.rope.scaling, RopeScaling::None);
         assert!(!s.tied_embeddings);
         assert_eq!(s.sliding_window, None);
+    }
+
+    #[test]
+    fn an_odd_head_size_is_refused() {
+        let config = |heads: &str| {
+            format!(
+                r#"{{"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+                   "intermediate_size": 172, "num_hidden_layers": 2, "num_key_value_heads": 1,
+                   "vocab_size": 512, "max_position_embeddings": 512, {heads}}}"#
+            )
+        };
+        let e =
+            spec(&config(r#""num_attention_heads": 1, "head_dim": 7"#)).unwrap_err().to_string();
+        assert!(e.contains("head_dim") && e.contains("even"), "{e}");
+        // 64 / 64 heads: a head size of 1, derived.
+        let e = spec(&config(r#""num_attention_heads": 64"#)).unwrap_err().to_string();
+        assert!(e.contains("num_attention_heads") && e.contains("even"), "{e}");
     }
 
     #[test]
