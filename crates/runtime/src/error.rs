@@ -416,6 +416,21 @@ pub enum TensorProblem {
         /// llama.cpp's name for it, or `unknown`.
         name: &'static str,
     },
+    /// A GGUF tensor whose rows (`ne0`) are not a whole number of its type's blocks.
+    #[error(
+        "rows of {row} elements are not whole {name} blocks of {block} (ne0 must be a multiple of {block})"
+    )]
+    PartialBlock {
+        /// `ne0`, the row length.
+        row: u64,
+        /// The type's block length.
+        block: u64,
+        /// llama.cpp's name of the type.
+        name: &'static str,
+    },
+    /// A GGUF tensor with a zero dimension.
+    #[error("dimensions {0:?} hold no element")]
+    Empty(Vec<usize>),
     /// A GGUF tensor whose dimensions disagree with the model its metadata describes.
     #[error("dimensions {found:?} (ne0 first) do not match {expected:?} implied by the metadata")]
     GgufDims {

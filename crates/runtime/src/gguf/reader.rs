@@ -224,8 +224,17 @@ impl GgufFile {
             let numel = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
             let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
             let bl = ty.0.block_len() as u64;
+            if dims.contains(&0) {
+                return Err(err(TensorProblem::Empty(shape)));
+            }
+            if !dims[0].is_multiple_of(bl) {
+                return Err(err(TensorProblem::PartialBlock {
+                    row: dims[0],
+                    block: bl,
+                    name: GgmlType::name_of(type_id),
+                }));
+            }
             let nbytes = numel
-                .filter(|n| dims[0] % bl == 0 && *n > 0)
                 .and_then(|n| (n / bl).checked_mul(ty.0.block_bytes() as u64))
                 .ok_or_else(|| err(TensorProblem::ShapeOverflow(shape.clone())))?;
             if offset % alignment != 0 {
@@ -386,6 +395,21 @@ mod tests {
         assert!(emb.iter().all(|v| v.is_finite()));
     }
 
+    /// A GGUF header with no metadata and one tensor `t` of `dims` and `ggml_type`.
+    fn one_tensor(dims: &[u64], ggml_type: u32) -> Vec<u8> {
+        let mut b = [b"GGUF".as_slice(), &3u32.to_le_bytes(), &1u64.to_le_bytes()].concat();
+        b.extend(0u64.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        b.push(b't');
+        b.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(ggml_type.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b
+    }
+
     #[test]
     fn hostile_headers_are_errors() {
         let dir = tempfile::tempdir().unwrap();
@@ -415,6 +439,8 @@ mod tests {
                 .concat(),
                 "exceeds the limit",
             ),
+            (one_tensor(&[8, 16], 2), "rows of 8 elements are not whole Q4_0 blocks of 32"),
+            (one_tensor(&[0, 4], 0), "dimensions [0, 4] hold no element"),
         ];
         for (bytes, want) in cases {
             std::fs::write(&p, &bytes).unwrap();
