@@ -400,6 +400,13 @@ pqtest!(bad_gguf_input_is_one_line_and_leaves_nothing, |dir, cmd| {
             "`phi3.attention.head_count_kv` is 3, expected a divisor of phi3.attention.head_count (4)",
         ),
         (
+            bad("rope.gguf", &|m| {
+                m.retain(|(k, _)| k != "phi3.rope.dimension_count");
+                m.push(("phi3.rope.dimension_count".into(), GgufValue::U32(5)));
+            }),
+            "`phi3.rope.dimension_count` is 5, expected an even number from 2 to the head size",
+        ),
+        (
             bad("tok.gguf", &|m| set(m, "tokenizer.ggml.model", GgufValue::String("bert".into()))),
             "`tokenizer.ggml.model` is \"bert\", expected llama (SentencePiece-style BPE) or gpt2",
         ),

@@ -222,6 +222,18 @@ impl DecoderSpec {
                 format!("the key length ({head_dim}): phiquant's models have one head dimension"),
             ));
         }
+        if !head_dim.is_multiple_of(2) {
+            // Rotary embeddings turn pairs of dimensions, and the q/k row order halves heads.
+            let (key, v) = match key_length {
+                Some(d) => (k("attention.key_length"), d),
+                None => (heads_key.clone(), num_heads),
+            };
+            return Err(m.invalid(
+                &key,
+                &GgufValue::U64(v as u64),
+                format!("a head size that is even (got {head_dim})"),
+            ));
+        }
         let rms_key = k("attention.layer_norm_rms_epsilon");
         let rms_norm_eps = m.positive(&rms_key)?.ok_or_else(|| m.missing(&rms_key))?;
 
@@ -276,6 +288,13 @@ impl DecoderSpec {
         }
         let theta = m.positive(&k("rope.freq_base"))?.unwrap_or(10_000.0);
         let rotary_dim = m.uint(&k("rope.dimension_count"), MAX_WIDTH)?.unwrap_or(head_dim);
+        if rotary_dim == 0 || !rotary_dim.is_multiple_of(2) || rotary_dim > head_dim {
+            return Err(m.invalid(
+                &k("rope.dimension_count"),
+                &GgufValue::U64(rotary_dim as u64),
+                format!("an even number from 2 to the head size ({head_dim})"),
+            ));
+        }
         let scaling = match m.str(&k("rope.scaling.type"))? {
             None | Some("none") => RopeScaling::None,
             Some("linear") => {
