@@ -15,7 +15,7 @@ use phiquant_runtime::{
     Checkpoint, Engine, Logits, ModelWeights, Tokenizer, WeightSource, gguf::GgufModel,
 };
 
-use crate::util::{fixture, shared_model};
+use crate::util::{files, fixture, shared_model};
 
 const FIXTURES: [&str; 6] = ["phi3", "phi3-longrope", "phi4-mini", "llama", "mistral", "qwen2"];
 
@@ -174,22 +174,6 @@ pqtest!(awq_gguf_and_onnx_quantizers_keep_the_logits_too, |dir, cmd| {
     }
     let _ = cmd;
 });
-
-/// Every file under `dir`, with its bytes, sorted by name.
-fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if e.path().is_dir() {
-            out.extend(files(&e.path()).into_iter().map(|(n, b)| (format!("{name}/{n}"), b)));
-        } else {
-            out.push((name, std::fs::read(e.path()).unwrap()));
-        }
-    }
-    out.sort();
-    out
-}
 
 pqtest!(awq_export_is_deterministic_across_threads, |dir, cmd| {
     // dml-int4 is AWQ by default; with no --calib the model writes its own calibration text.

@@ -6,6 +6,7 @@ mod util;
 
 mod awq;
 mod bad_input;
+mod determinism;
 mod engine;
 mod fixtures;
 mod gguf;
