@@ -15,6 +15,8 @@ use phiquant_runtime::{
     Checkpoint, Engine, Logits, ModelWeights, Tokenizer, WeightSource, gguf::GgufModel,
 };
 
+use phiquant_verify::compare_token;
+
 use crate::util::{files, fixture, shared_model};
 
 const FIXTURES: [&str; 6] = ["phi3", "phi3-longrope", "phi4-mini", "llama", "mistral", "qwen2"];
@@ -307,38 +309,25 @@ pqtest!(awq_bad_options_fail_cleanly, |dir, cmd| {
     let _ = cmd;
 });
 
-/// Full-precision log-probabilities of every position of each chunk.
-fn reference(fp: &Engine, chunks: &[Vec<u32>]) -> Vec<Vec<f64>> {
-    chunks
-        .iter()
-        .map(|c| {
-            log_softmax(fp.session(c.len()).forward(c, Logits::All).unwrap(), fp.spec().vocab_size)
-        })
-        .collect()
-}
-
-fn log_softmax(logits: &[f32], vocab: usize) -> Vec<f64> {
-    logits
-        .chunks_exact(vocab)
-        .flat_map(|r| {
-            let m = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-            let lse = r.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
-            r.iter().map(move |&v| v as f64 - lse)
-        })
-        .collect()
+/// Full-precision logits of every position of each chunk.
+fn reference(fp: &Engine, chunks: &[Vec<u32>]) -> Vec<Vec<f32>> {
+    chunks.iter().map(|c| fp.session(c.len()).forward(c, Logits::All).unwrap().to_vec()).collect()
 }
 
 /// Mean negative log-likelihood (every position of each chunk) of `q`, and its mean KL
-/// divergence from the reference distributions `p`.
-fn quality(p: &[Vec<f64>], q: &Engine, chunks: &[Vec<u32>]) -> (f64, f64) {
+/// divergence from the reference logits `p`, each position compared as `phiquant verify` does.
+fn quality(p: &[Vec<f32>], q: &Engine, chunks: &[Vec<u32>]) -> (f64, f64) {
     let vocab = q.spec().vocab_size;
+    let mut scratch = Vec::new();
     let (mut nll, mut kld, mut n) = (0f64, 0f64, 0usize);
     for (c, p) in chunks.iter().zip(p) {
-        let lq = log_softmax(q.session(c.len()).forward(c, Logits::All).unwrap(), vocab);
+        let mut session = q.session(c.len());
+        let lq = session.forward(c, Logits::All).unwrap();
         for j in 0..c.len() - 1 {
-            let (pr, qr) = (&p[j * vocab..(j + 1) * vocab], &lq[j * vocab..(j + 1) * vocab]);
-            nll -= qr[c[j + 1] as usize];
-            kld += pr.iter().zip(qr).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+            let row = j * vocab..(j + 1) * vocab;
+            let t = compare_token(&p[row.clone()], &lq[row], c[j + 1] as usize, &mut scratch);
+            nll += t.nll_q;
+            kld += t.kld;
             n += 1;
         }
     }

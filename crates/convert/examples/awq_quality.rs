@@ -24,9 +24,8 @@ use phiquant_convert::{
     onnx::{Ep, IoType, OnnxScheme, OnnxWeights},
 };
 use phiquant_quant::{BlockFormat, FakeQuant};
-use phiquant_runtime::{
-    Checkpoint, Engine, Logits, ModelWeights, Tokenizer, WeightSource, log_prob,
-};
+use phiquant_runtime::{Checkpoint, Engine, Logits, ModelWeights, Tokenizer, WeightSource};
+use phiquant_verify::compare_token;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -105,33 +104,26 @@ fn parse() -> Result<Args> {
     Ok(a)
 }
 
-/// Log-softmax of each row.
-fn log_softmax(logits: &[f32], vocab: usize) -> Vec<f64> {
-    logits
-        .chunks_exact(vocab)
-        .flat_map(|row| {
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-            let lse = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
-            row.iter().map(move |&v| v as f64 - lse)
-        })
-        .collect()
+/// The full-precision logits of every position of each chunk.
+fn reference(fp: &Engine, chunks: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+    chunks.iter().map(|c| Ok(fp.session(c.len()).forward(c, Logits::All)?.to_vec())).collect()
 }
 
-/// Perplexity of `weights` over the chunks (every position scored) and the mean KL divergence
-/// of its next-token distributions from `fp`'s.
-fn score(fp: &Engine, q: &Engine, chunks: &[Vec<u32>]) -> Result<(f64, f64)> {
-    let vocab = fp.spec().vocab_size;
+/// Perplexity of `q` over the chunks (every position scored) and the mean KL divergence of its
+/// next-token distributions from the reference logits `p`, each position compared as
+/// `phiquant verify` does.
+fn score(p: &[Vec<f32>], q: &Engine, chunks: &[Vec<u32>]) -> Result<(f64, f64)> {
+    let vocab = q.spec().vocab_size;
+    let mut scratch = Vec::new();
     let (mut nll, mut kld, mut n) = (0f64, 0f64, 0usize);
-    for c in chunks {
-        let mut s = fp.session(c.len());
-        let p = log_softmax(s.forward(c, Logits::All)?, vocab);
+    for (c, p) in chunks.iter().zip(p) {
         let mut s = q.session(c.len());
-        let logits = s.forward(c, Logits::All)?.to_vec();
-        let lq = log_softmax(&logits, vocab);
+        let logits = s.forward(c, Logits::All)?;
         for j in 0..c.len() - 1 {
-            nll -= log_prob(&logits[j * vocab..(j + 1) * vocab], c[j + 1]);
-            let (pr, qr) = (&p[j * vocab..(j + 1) * vocab], &lq[j * vocab..(j + 1) * vocab]);
-            kld += pr.iter().zip(qr).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+            let row = j * vocab..(j + 1) * vocab;
+            let t = compare_token(&p[row.clone()], &logits[row], c[j + 1] as usize, &mut scratch);
+            nll += t.nll_q;
+            kld += t.kld;
             n += 1;
         }
     }
@@ -167,7 +159,8 @@ fn main() -> Result<()> {
         .collect();
     let fp = Engine::load(ckpt.as_ref())?;
     let mut out = std::io::stdout().lock();
-    let (ppl, _) = score(&fp, &fp, &chunks)?;
+    let reference = reference(&fp, &chunks)?;
+    let (ppl, _) = score(&reference, &fp, &chunks)?;
     writeln!(out, "{{\"variant\":\"fp\",\"ppl\":{ppl:.4}}}")?;
     let scratch =
         std::env::temp_dir().join(format!("awq-quality-{}.safetensors", std::process::id()));
@@ -195,7 +188,7 @@ fn main() -> Result<()> {
             })
         })?;
         let rtn = fake_quantized_model(ckpt.as_ref(), &quantizers)?;
-        let (ppl, kld) = score(&fp, &Engine::new(spec.clone(), rtn)?, &chunks)?;
+        let (ppl, kld) = score(&reference, &Engine::new(spec.clone(), rtn)?, &chunks)?;
         writeln!(out, "{{\"variant\":\"rtn-{name}\",\"ppl\":{ppl:.4},\"kld\":{kld:.5}}}")?;
         let started = std::time::Instant::now();
         let mut log = std::io::stderr();
@@ -206,7 +199,7 @@ fn main() -> Result<()> {
         let secs = started.elapsed().as_secs_f64();
         let weights: ModelWeights = fake_quantized_model(&awq, &quantizers)?;
         drop(awq);
-        let (ppl, kld) = score(&fp, &Engine::new(spec.clone(), weights)?, &chunks)?;
+        let (ppl, kld) = score(&reference, &Engine::new(spec.clone(), weights)?, &chunks)?;
         writeln!(
             out,
             "{{\"variant\":\"awq-{name}\",\"ppl\":{ppl:.4},\"kld\":{kld:.5},\"awq_seconds\":{secs:.1}}}"
