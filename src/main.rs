@@ -20,6 +20,9 @@ mod commands;
 /// Exit status for an error.
 const EXIT_ERROR: u8 = 2;
 
+/// Exit status after SIGINT or SIGTERM (128 + SIGINT, as shells report an interrupted command).
+const EXIT_INTERRUPTED: i32 = 130;
+
 fn main() -> ExitCode {
     let cli = match commands::Cli::try_parse() {
         Ok(cli) => cli,
@@ -34,6 +37,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
+    // An interrupted run removes its unfinished artefacts (they are all under temporary names)
+    // and exits 130: a pipeline never finds half an artefact. A commit in progress completes
+    // first, so what is in place is whole.
+    let _ = ctrlc::set_handler(|| {
+        phiquant_convert::remove_partials();
+        let _ =
+            writeln!(std::io::stderr().lock(), "error: interrupted; unfinished artefacts removed");
+        std::process::exit(EXIT_INTERRUPTED);
+    });
     match commands::exec(cli) {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,

@@ -167,6 +167,12 @@ impl TestCommand {
         self.cmd.output().unwrap()
     }
 
+    /// Starts the command with stdout and stderr piped.
+    pub fn spawn(&mut self) -> std::process::Child {
+        use std::process::Stdio;
+        self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    }
+
     /// Runs and requires exit 0, returning stdout.
     pub fn stdout(&mut self) -> String {
         let out = self.output();

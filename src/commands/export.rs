@@ -1,25 +1,13 @@
 //! `phiquant export`.
 
-use std::{io::Write, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
-use phiquant_convert::{
-    Algo, ArtefactFormat, QuantOverrides, SourceModel, Target, Weights,
-    awq::{
-        AwqOptions, Calibration, DEFAULT_CALIB_LEN, DEFAULT_CALIB_SAMPLES, LinearQuantizers,
-        MAX_CALIB_SAMPLES, awq_transform, check_calib_shape,
-    },
-    find_target,
-    gguf::{GgufScheme, export_gguf},
-    hf::export_hf,
-    onnx::{OnnxScheme, OnnxWeights, export_onnx},
-};
-use phiquant_quant::BlockFormat;
-use phiquant_runtime::{Engine, Tokenizer};
-use phiquant_verify::ReportSet;
+use phiquant_convert::{Algo, QuantOverrides, Target, find_target};
 
-use super::verify::{
-    Baseline, EXIT_FAILED, Inputs, Job, report_failures, verify_here, write_reports,
+use super::{
+    pipeline::{CalibArgs, Job, Plan, Settings},
+    progress::Progress,
 };
 
 /// Convert a model into artefacts for each --target.
@@ -116,28 +104,13 @@ pub struct Args {
     #[arg(long)]
     pub accuracy_level: Option<u8>,
 
-    /// AWQ: calibration text, a UTF-8 file (default: text the model writes itself).
-    ///
-    /// The file is tokenized whole and cut into --calib-samples windows of --calib-len tokens
-    /// at evenly spaced offsets (BOS first when the tokenizer adds one); a file too short for
-    /// them is an error. Without it the model samples its own text from its BOS token
-    /// (temperature 1, seeded by --calib-seed): no corpus is needed, but generating
-    /// samples x len tokens takes a while and holds the whole model in memory meanwhile.
-    /// Only with a target quantized by AWQ.
-    #[arg(long)]
-    pub calib: Option<PathBuf>,
+    #[command(flatten)]
+    pub calib: CalibArgs,
 
-    /// AWQ: calibration windows (default 128).
+    /// Print results as JSON Lines on stdout (one object per artefact: target, path, manifest,
+    /// files, bytes, scheme, verify summary) and progress as JSON Lines events on stderr.
     #[arg(long)]
-    pub calib_samples: Option<usize>,
-
-    /// AWQ: tokens per calibration window (default 512, or the model's context when shorter).
-    #[arg(long)]
-    pub calib_len: Option<usize>,
-
-    /// AWQ: seed of the self-generated calibration text (default 0; ignored with --calib).
-    #[arg(long)]
-    pub calib_seed: Option<u64>,
+    pub json: bool,
 
     /// Verify each target after writing it (see above and `phiquant verify --help`).
     #[arg(long)]
@@ -182,44 +155,10 @@ impl Args {
     }
 }
 
-/// How one target is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Plan {
-    Gguf { scheme: GgufScheme, awq: bool },
-    Hf(BlockFormat),
-    Onnx { scheme: OnnxScheme, awq: bool },
-}
-
-impl Plan {
-    fn awq(&self) -> bool {
-        matches!(self, Plan::Gguf { awq: true, .. } | Plan::Onnx { awq: true, .. })
-    }
-}
-
-fn plan(target: &str, args: &Args) -> anyhow::Result<Plan> {
-    let t = find_target(target)
-        .with_context(|| format!("--target {target}: unknown target (see `phiquant targets`)"))?;
-    let weights = t.weights_with(&args.overrides())?;
-    let awq = Target::algo_of(&weights) == Algo::Awq;
-    if let Some(scheme) = OnnxScheme::for_target(t, weights) {
-        return Ok(Plan::Onnx { scheme, awq });
-    }
-    match (t.format, weights) {
-        (ArtefactFormat::Gguf, Weights::Gguf { base, mixture, .. }) => Ok(Plan::Gguf {
-            scheme: GgufScheme { base, q4_k_m: mixture.is_some() && !args.pure, pure: args.pure },
-            awq,
-        }),
-        (ArtefactFormat::Hf, Weights::Float { dtype }) => Ok(Plan::Hf(dtype)),
-        _ => unreachable!("every target is ONNX, GGUF or a Hugging Face folder"),
-    }
-}
-
 /// Checks that every option given applies to some target, before any work starts.
 fn check_options(args: &Args, plans: &[(String, Plan)]) -> anyhow::Result<()> {
     let o = args.overrides();
-    let int4_onnx = plans.iter().any(|(_, p)| {
-        matches!(p, Plan::Onnx { scheme: OnnxScheme { weights: OnnxWeights::Int4 { .. }, .. }, .. })
-    });
+    let int4_onnx = plans.iter().any(|(_, p)| p.int4_onnx());
     let onnx_only = QuantOverrides { algo: None, ..o };
     if let Some(opt) = onnx_only.first_option()
         && !int4_onnx
@@ -238,16 +177,7 @@ fn check_options(args: &Args, plans: &[(String, Plan)]) -> anyhow::Result<()> {
              have no 4-bit rounding to search)"
         );
     }
-    let calib_opt = [
-        args.calib.as_ref().map(|_| "--calib"),
-        args.calib_samples.map(|_| "--calib-samples"),
-        args.calib_len.map(|_| "--calib-len"),
-        args.calib_seed.map(|_| "--calib-seed"),
-    ]
-    .into_iter()
-    .flatten()
-    .next();
-    if let Some(opt) = calib_opt
+    if let Some(opt) = args.calib.first_given()
         && !plans.iter().any(|(_, p)| p.awq())
     {
         anyhow::bail!(
@@ -255,273 +185,56 @@ fn check_options(args: &Args, plans: &[(String, Plan)]) -> anyhow::Result<()> {
              none is"
         );
     }
-    if let Some(n) = args.calib_samples
-        && (n == 0 || n > MAX_CALIB_SAMPLES)
-    {
-        anyhow::bail!("--calib-samples {n}: expected 1 to {MAX_CALIB_SAMPLES}");
-    }
-    if let Some(n) = args.calib_len
-        && n < 2
-    {
-        anyhow::bail!("--calib-len {n}: expected at least 2 tokens");
-    }
+    args.calib.check()?;
     Ok(())
-}
-
-/// Writes one line to stderr (progress), unless `quiet`.
-fn note(quiet: bool, line: &str) {
-    if !quiet {
-        let _ = writeln!(std::io::stderr().lock(), "{line}");
-    }
-}
-
-/// The calibration windows of the AWQ targets: read from --calib, or written by the model.
-fn calibration(
-    args: &Args,
-    text: Option<&str>,
-    model: &SourceModel,
-    quiet: bool,
-) -> anyhow::Result<Calibration> {
-    let spec = model.spec();
-    let samples = args.calib_samples.unwrap_or(DEFAULT_CALIB_SAMPLES);
-    let len = args.calib_len.unwrap_or(DEFAULT_CALIB_LEN.min(spec.max_position_embeddings));
-    check_calib_shape(samples, len, spec.max_position_embeddings)?;
-    if let (Some(path), Some(text)) = (&args.calib, text) {
-        let tokenizer = Tokenizer::from_files(model.aux_files(), spec.bos_token_id)?;
-        return Ok(Calibration::from_text(
-            text,
-            &path.display().to_string(),
-            &tokenizer,
-            samples,
-            len,
-        )?);
-    }
-    let seed = args.calib_seed.unwrap_or(0);
-    note(
-        quiet,
-        &format!(
-            "awq: no --calib: the model writes {samples} windows of {len} tokens (seed {seed})"
-        ),
-    );
-    let engine = Engine::load(model.weights())?;
-    let step = samples.div_ceil(10);
-    let progress = |done: usize, total: usize| {
-        if done.is_multiple_of(step) || done == total {
-            note(quiet, &format!("awq: calibration text {done}/{total} windows"));
-        }
-    };
-    Ok(Calibration::generate(&engine, samples, len, seed, &progress)?)
-}
-
-/// The quantizers AWQ searches against for an AWQ plan.
-fn quantizers(target: &str, plan: &Plan, model: &SourceModel) -> anyhow::Result<LinearQuantizers> {
-    Ok(match plan {
-        Plan::Onnx { scheme, .. } => LinearQuantizers::for_onnx(model.spec(), scheme, target)?,
-        Plan::Gguf { scheme, .. } => LinearQuantizers::for_gguf(model.spec(), scheme, target)?,
-        Plan::Hf(_) => unreachable!("Hugging Face folders are never AWQ plans"),
-    })
 }
 
 pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
     // Check every target and option before any work starts.
+    let overrides = args.overrides();
     let plans = args
         .targets
         .iter()
-        .map(|t| Ok((t.clone(), plan(t, &args)?)))
+        .map(|t| Ok((t.clone(), Plan::of(t, &overrides, args.pure)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     check_options(&args, &plans)?;
-    let any_awq = plans.iter().any(|(_, p)| p.awq());
-    let calib_text = match (&args.calib, any_awq) {
-        (Some(path), true) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading --calib {}", path.display()))?,
-        ),
-        _ => None,
-    };
     if args.verify {
         // The limits given replace every target's defaults: check them before any work.
         args.verify_run.gates.limits(phiquant_verify::Precision::Fp32)?;
-    } else {
-        if let Some(flag) =
-            args.verify_run.first_given().or(args.verify_device.map(|_| "--verify-device"))
-        {
-            anyhow::bail!("{flag} applies to --verify, which was not given");
-        }
+    } else if let Some(flag) =
+        args.verify_run.first_given().or(args.verify_device.map(|_| "--verify-device"))
+    {
+        anyhow::bail!("{flag} applies to --verify, which was not given");
     }
-    let resolved = super::model::resolve(&args.model, args.revision.as_deref(), quiet)?;
-    let model = SourceModel::open(&resolved)?;
-    // The AWQ quantizers and the calibration windows, still before anything is written.
-    let keys = plans
-        .iter()
-        .map(|(t, p)| p.awq().then(|| quantizers(t, p, &model)).transpose())
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let calib = match any_awq {
-        true => Some(calibration(&args, calib_text.as_deref(), &model, quiet)?),
-        false => None,
-    };
-    drop(calib_text);
+    let jobs: Vec<Job> = plans
+        .into_iter()
+        .map(|(target, plan)| {
+            let dest = match plan {
+                Plan::Gguf { .. } => args.out.join(format!("{target}.gguf")),
+                Plan::Onnx { .. } | Plan::Hf(_) => args.out.join(&target),
+            };
+            Job { target, plan, dest, gguf_in_folder: false }
+        })
+        .collect();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating --out {}", args.out.display()))?;
-    // The baseline of --verify: the source itself, its engine loaded at the first target.
-    let mut check = if args.verify {
-        let baseline = Baseline::borrowed(&model, &args.model)?;
-        let inputs = Inputs::read(&args.verify_run, &baseline)?;
-        Some((baseline, inputs, Vec::new()))
-    } else {
-        None
+    let settings = Settings {
+        model: &args.model,
+        revision: args.revision.as_deref(),
+        calib: &args.calib,
+        verify: args.verify.then_some((&args.verify_run, args.verify_device)),
+        reports: &args.out,
+        skip_current: false,
     };
-    // AWQ runs once per distinct quantizer; its weights serve every target that shares it and
-    // are dropped after the last one.
-    let mut transformed: Vec<(LinearQuantizers, String, Arc<SourceModel>)> = Vec::new();
-    let mut lines = String::new();
-    for (i, (target, plan)) in plans.iter().enumerate() {
-        let source = match &keys[i] {
-            None => None,
-            Some(key) => Some(match transformed.iter().find(|(k, ..)| k == key) {
-                Some((_, first, m)) => {
-                    note(
-                        quiet,
-                        &format!(
-                            "awq {target}: the same quantizer as {first}, reusing its weights"
-                        ),
-                    );
-                    Arc::clone(m)
-                }
-                None => {
-                    let m =
-                        Arc::new(run_awq(&args, target, i, key, &model, calib.as_ref(), quiet)?);
-                    transformed.push((key.clone(), target.clone(), Arc::clone(&m)));
-                    m
-                }
-            }),
-        };
-        let model = source.as_deref().unwrap_or(&model);
-        let awq = if plan.awq() { ", awq" } else { "" };
-        let line = match *plan {
-            Plan::Gguf { scheme, .. } => {
-                let done = export_gguf(model, &scheme, &args.out.join(format!("{target}.gguf")))?;
-                let kind = if scheme.base == BlockFormat::F32 {
-                    "f32".to_string()
-                } else {
-                    scheme.base.name().to_string()
-                };
-                format!(
-                    "{target}: {} ({} tensors, {} bytes, {kind}{awq})\n",
-                    done.path.display(),
-                    done.tensors,
-                    done.bytes
-                )
-            }
-            Plan::Onnx { scheme, .. } => {
-                let done = export_onnx(model, &scheme, &args.out.join(target), &mut |_, _| {})?;
-                format!(
-                    "{target}: {} ({} nodes, {} initializers, {} bytes{awq})\n",
-                    done.dir.display(),
-                    done.nodes,
-                    done.initializers,
-                    done.bytes
-                )
-            }
-            Plan::Hf(format) => {
-                let done = export_hf(model, format, &args.out.join(target))?;
-                format!(
-                    "{target}: {} ({} tensors, {} bytes, {})\n",
-                    done.path.display(),
-                    done.tensors,
-                    done.bytes,
-                    format.name().to_ascii_lowercase()
-                )
-            }
-        };
-        lines.push_str(&line);
-        if let Some((baseline, inputs, reports)) = &mut check {
-            let artefact = match plan {
-                Plan::Gguf { .. } => args.out.join(format!("{target}.gguf")),
-                Plan::Onnx { .. } | Plan::Hf(_) => args.out.join(target),
-            };
-            let job = Job {
-                artefact: &artefact,
-                target: Some(target),
-                device: args.verify_device,
-                precision: None,
-            };
-            let report = verify_here(&job, &args.verify_run, baseline, inputs)
-                .with_context(|| format!("--target {target}: --verify"))?;
-            let agreement = report
-                .greedy_agreement
-                .map_or(String::new(), |a| format!(", greedy agreement {:.1}%", a * 100.0));
-            lines.push_str(&format!(
-                "{target}: verified on {} ({}): PPL ratio {:.4}, mean KLD {:.5}, same top \
-                 {:.2}%{agreement}: {}\n",
-                report.device,
-                report.backend,
-                report.ppl_ratio,
-                report.kld_mean,
-                report.same_top_p * 100.0,
-                if report.passed { "pass" } else { "FAIL" }
-            ));
-            reports.push(report);
-        }
-        // Weights no later target needs are dropped (with their scratch file).
-        if let Some(key) = &keys[i]
-            && !keys[i + 1..].iter().any(|k| k.as_ref() == Some(key))
-        {
-            transformed.retain(|(k, ..)| k != key);
-        }
-    }
-    super::print(&lines)?;
-    if let Some((_, _, reports)) = check {
-        let out = |name: &str| args.out.join(name);
-        let (json, md, html) = (out("verify.json"), out("verify.md"), out("verify.html"));
-        let set = ReportSet::new(reports);
-        std::fs::write(&json, set.to_json())
-            .with_context(|| format!("writing {}", json.display()))?;
-        write_reports(&set.reports, None, Some(&md), Some(&html))?;
-        if report_failures(&set.reports) {
-            return Ok(ExitCode::from(EXIT_FAILED));
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Runs AWQ for `target` (the `index`-th) and returns the model with its transformed weights.
-fn run_awq(
-    args: &Args,
-    target: &str,
-    index: usize,
-    key: &LinearQuantizers,
-    model: &SourceModel,
-    calib: Option<&Calibration>,
-    quiet: bool,
-) -> anyhow::Result<SourceModel> {
-    let calib = calib.context("internal error: AWQ without calibration windows")?;
-    let started = std::time::Instant::now();
-    let scratch =
-        args.out.join(format!(".awq-{index}-{target}.partial-{}.safetensors", std::process::id()));
-    let weights = awq_transform(
-        model.shared_weights(),
-        calib,
-        key,
-        &AwqOptions::default(),
-        &scratch,
-        &mut |r| note(quiet, &format!("awq {target}: {r}")),
-    )?;
-    note(
-        quiet,
-        &format!(
-            "awq {target}: {} layers in {:.1} s over {} windows of {} tokens",
-            model.spec().num_layers,
-            started.elapsed().as_secs_f64(),
-            calib.windows().len(),
-            calib.len()
-        ),
-    );
-    Ok(model.with_weights(Arc::new(weights)))
+    super::pipeline::run(&jobs, &settings, &Progress::new(quiet, args.json))
 }
 
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+
+    use phiquant_convert::gguf::GgufScheme;
+    use phiquant_quant::BlockFormat;
 
     use super::*;
     use crate::commands::{Cli, Command};
@@ -545,6 +258,7 @@ mod tests {
         let Command::Export(args) = cli.command else { panic!("not export") };
         assert_eq!(args.targets, ["hf-bf16", "gguf-q4_k_m"]);
         assert!(args.pure);
+        let plan = |t: &str, a: &Args| Plan::of(t, &a.overrides(), a.pure);
         assert_eq!(plan("hf-bf16", &args).unwrap(), Plan::Hf(BlockFormat::Bf16));
         assert_eq!(
             plan("gguf-q4_k_m", &args).unwrap(),
@@ -583,12 +297,11 @@ mod tests {
         .unwrap();
         let Command::Export(args) = cli.command else { panic!("not export") };
         assert_eq!(args.algo, Some(AlgoArg::Awq));
-        assert_eq!(args.calib.as_deref(), Some(std::path::Path::new("c.txt")));
-        assert_eq!(
-            (args.calib_samples, args.calib_len, args.calib_seed),
-            (Some(32), Some(256), Some(7))
-        );
-        let plans = vec![("gguf-q4_0".to_string(), plan("gguf-q4_0", &args).unwrap())];
+        assert_eq!(args.calib.calib.as_deref(), Some(std::path::Path::new("c.txt")));
+        let c = &args.calib;
+        assert_eq!((c.calib_samples, c.calib_len, c.calib_seed), (Some(32), Some(256), Some(7)));
+        let plan = Plan::of("gguf-q4_0", &args.overrides(), args.pure).unwrap();
+        let plans = vec![("gguf-q4_0".to_string(), plan)];
         assert!(plans[0].1.awq());
         assert!(check_options(&args, &plans).is_ok());
         assert!(

@@ -4,11 +4,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod build;
+pub mod completions;
 pub mod export;
 pub mod generate;
 pub mod inspect;
 pub mod model;
 pub mod perplexity;
+pub mod pipeline;
+pub mod progress;
 pub mod targets;
 pub mod verify;
 
@@ -31,10 +35,12 @@ pub struct Cli {
 pub enum Command {
     Inspect(inspect::Args),
     Export(export::Args),
+    Build(build::Args),
     Generate(generate::Args),
     Perplexity(perplexity::Args),
     Targets(targets::Args),
     Verify(verify::Args),
+    Completions(completions::Args),
 }
 
 /// Runs the parsed command.
@@ -42,10 +48,12 @@ pub fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Inspect(args) => inspect::exec(args, cli.quiet),
         Command::Export(args) => export::exec(args, cli.quiet),
+        Command::Build(args) => build::exec(args, cli.quiet),
         Command::Generate(args) => generate::exec(args, cli.quiet),
         Command::Perplexity(args) => perplexity::exec(args, cli.quiet),
         Command::Targets(args) => targets::exec(args),
         Command::Verify(args) => verify::exec(args, cli.quiet),
+        Command::Completions(args) => completions::exec(args),
     }
 }
 

@@ -141,6 +141,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A `manifest.json` that cannot be read as this phiquant's manifest.
+    #[error("{}: {reason}", path.display())]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An invariant of phiquant's own code failed (a bug, not bad input).
     #[error("internal error: {0} (please report this as a phiquant bug)")]
     Internal(String),

@@ -15,6 +15,10 @@
 //! - [`awq::awq_transform`] runs AWQ against a target's quantizer
 //!   ([`awq::LinearQuantizers`]) and gives a transformed model that any writer takes through
 //!   [`SourceModel::with_weights`].
+//! - [`Staged`] writes an artefact under a temporary name and renames it into place when
+//!   complete; [`remove_partials`] clears every unfinished one on an interruption.
+//! - [`Manifest`] is an artefact's `manifest.json`: source hashes, the scheme, files, AWQ and
+//!   verification summaries; its [`ManifestInputs`] decide whether a re-run can skip it.
 //! - [`TARGETS`] lists every target ([`Target`]) and [`target_fit`] says how one fits a model.
 //! - [`inspect`] opens and checks a checkpoint and builds an [`InspectReport`].
 //!
@@ -38,9 +42,11 @@ pub mod gguf;
 pub mod hf;
 mod hub;
 mod inspect;
+mod manifest;
 mod model;
 pub mod onnx;
 mod source;
+mod staging;
 mod target;
 
 pub use crate::{
@@ -48,8 +54,13 @@ pub use crate::{
     error::Error,
     hub::{AUX_FILES, HubOptions, HubSnapshot, check_revision, fetch, is_repo_id, repo_cache_dir},
     inspect::{DtypeUsage, FileReport, INSPECT_SCHEMA_VERSION, InspectReport, RopeReport, inspect},
+    manifest::{
+        FileRecord, MANIFEST_FILE, MANIFEST_SCHEMA_VERSION, Manifest, ManifestInputs, SourceRecord,
+        hash_file, manifest_path,
+    },
     model::SourceModel,
     source::{ModelKind, ModelSource, Origin, ResolvedModel, is_gguf_file},
+    staging::{ScratchFile, Staged, remove_partials},
     target::{
         Algo, ArtefactFormat, GroupFit, QuantOverrides, TARGETS, Target, TargetFit, Weights,
         find_target, group_fits, target_fit,

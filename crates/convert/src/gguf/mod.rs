@@ -70,13 +70,14 @@ fn tensor_bytes(
     }
 }
 
-/// Writes `model` as a GGUF at `out`, atomically: the file is written beside `out` under a
-/// temporary name, synced, and renamed; on any error nothing is left. The tokenizer keys come
-/// from the model's `tokenizer.json`, or for a GGUF input are copied from it as they are.
+/// Writes `model` as a GGUF file at `out` (a [`crate::Staged`] file, which the caller syncs and
+/// commits). The tokenizer keys come from the model's `tokenizer.json`, or for a GGUF input are
+/// copied from it as they are. `progress(done, total)` is called after each tensor.
 pub fn export_gguf(
     model: &SourceModel,
     scheme: &GgufScheme,
     out: &Path,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<GgufExport, Error> {
     let ckpt = model.weights();
     let spec = model.spec();
@@ -98,55 +99,42 @@ pub fn export_gguf(
     }
     let (tensors, sources): (Vec<PlannedTensor>, Vec<TensorSource>) = plan.into_iter().unzip();
 
-    let partial = out.with_file_name(format!(
-        ".{}.partial-{}",
-        out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        std::process::id()
-    ));
     let io = |op, path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Io { op, path, source }
     };
-    let result = (|| -> Result<(), Error> {
-        let file = std::fs::File::create(&partial).map_err(io("creating", &partial))?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        write_gguf(
-            &mut w,
-            &metadata,
-            &tensors,
-            phiquant_runtime::gguf::GGUF_DEFAULT_ALIGNMENT,
-            |i, t| {
-                let bytes = tensor_bytes(ckpt, t, &sources[i]);
-                // The tensor's pages are done with: keep the resident set near one tensor.
-                if let TensorSource::Checkpoint(name)
-                | TensorSource::Permuted { tensor: name, .. } = &sources[i]
-                {
-                    ckpt.release(name);
-                }
-                bytes
-            },
-        )
-        .map_err(|e| match e {
-            // The writer's I/O errors carry no path: they are all on the partial file.
-            Error::Io { op, path, source } if path.as_os_str().is_empty() => {
-                Error::Io { op, path: partial.clone(), source }
+    let file = std::fs::File::create(out).map_err(io("creating", out))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    write_gguf(
+        &mut w,
+        &metadata,
+        &tensors,
+        phiquant_runtime::gguf::GGUF_DEFAULT_ALIGNMENT,
+        |i, t| {
+            let bytes = tensor_bytes(ckpt, t, &sources[i]);
+            // The tensor's pages are done with: keep the resident set near one tensor.
+            if let TensorSource::Checkpoint(name) | TensorSource::Permuted { tensor: name, .. } =
+                &sources[i]
+            {
+                ckpt.release(name);
             }
-            other => other,
-        })?;
-        let file = w.into_inner().map_err(|e| Error::Io {
-            op: "writing",
-            path: partial.clone(),
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(io("syncing", &partial))?;
-        std::fs::rename(&partial, out).map_err(io("renaming into place", out))?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
-    }
-    let bytes = std::fs::metadata(out).map_err(io("reading metadata of", out))?.len();
+            progress(i + 1, sources.len());
+            bytes
+        },
+    )
+    .map_err(|e| match e {
+        // The writer's I/O errors carry no path: they are all on this file.
+        Error::Io { op, path, source } if path.as_os_str().is_empty() => {
+            Error::Io { op, path: out.to_path_buf(), source }
+        }
+        other => other,
+    })?;
+    let file = w.into_inner().map_err(|e| Error::Io {
+        op: "writing",
+        path: out.to_path_buf(),
+        source: e.into_error(),
+    })?;
+    let bytes = file.metadata().map_err(io("reading metadata of", out))?.len();
     Ok(GgufExport { path: out.to_path_buf(), bytes, tensors: tensors.len() })
 }
 

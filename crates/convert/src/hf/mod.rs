@@ -95,27 +95,15 @@ fn replaceable(out: &Path) -> bool {
         let name = e.file_name().to_string_lossy().into_owned();
         e.file_type().is_ok_and(|t| t.is_file())
             && (name == "config.json"
+                || name == crate::MANIFEST_FILE
                 || name == SINGLE_FILE
                 || AUX_FILE_NAMES.contains(&name.as_str()))
     })
 }
 
-/// Writes `model` as a Hugging Face folder at `out` with weights in `format` (F16 or BF16),
-/// atomically: the folder is built beside `out` under a temporary name, its files synced, and
-/// renamed into place (replacing an earlier export there); on any error nothing is left. The
-/// weights are read, converted (round to nearest even) and written one tensor at a time, in
-/// name order, so the bytes depend only on the source.
-pub fn export_hf(model: &SourceModel, format: BlockFormat, out: &Path) -> Result<HfExport, Error> {
-    let Some((dtype, torch_dtype)) = dtype_of(format) else {
-        return Err(Error::Target {
-            target: format!("hf-{}", format.name().to_ascii_lowercase()),
-            reason: "Hugging Face folders are written in f16 or bf16".into(),
-        });
-    };
-    let io = |op, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { op, path, source }
-    };
+/// Checks that `out` can take a Hugging Face export: absent, or a folder that holds only an
+/// earlier export's files (a folder of other files is never replaced).
+pub fn check_destination(out: &Path) -> Result<(), Error> {
     if out.exists() && !(out.is_dir() && replaceable(out)) {
         return Err(Error::Io {
             op: "replacing",
@@ -126,10 +114,30 @@ pub fn export_hf(model: &SourceModel, format: BlockFormat, out: &Path) -> Result
             ),
         });
     }
-    let base = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let partial = out.with_file_name(format!(".{base}.partial-{}", std::process::id()));
-    let old = out.with_file_name(format!(".{base}.old-{}", std::process::id()));
+    Ok(())
+}
 
+/// Writes `model` as a Hugging Face folder with weights in `format` (F16 or BF16) into the empty
+/// folder `dir` (a [`crate::Staged`] folder, which the caller commits; see
+/// [`check_destination`]). The weights are read, converted (round to nearest even) and written
+/// one tensor at a time, in name order, so the bytes depend only on the source.
+/// `progress(done, total)` is called after each tensor.
+pub fn export_hf(
+    model: &SourceModel,
+    format: BlockFormat,
+    dir: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<HfExport, Error> {
+    let Some((dtype, torch_dtype)) = dtype_of(format) else {
+        return Err(Error::Target {
+            target: format!("hf-{}", format.name().to_ascii_lowercase()),
+            reason: "Hugging Face folders are written in f16 or bf16".into(),
+        });
+    };
+    let io = |op, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { op, path, source }
+    };
     let mut tensors: Vec<PlannedSafetensor> = model
         .weights()
         .tensor_infos()
@@ -139,59 +147,34 @@ pub fn export_hf(model: &SourceModel, format: BlockFormat, out: &Path) -> Result
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
     let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
 
-    let result = (|| -> Result<u64, Error> {
-        if partial.exists() {
-            std::fs::remove_dir_all(&partial).map_err(io("removing", &partial))?;
-        }
-        std::fs::create_dir(&partial).map_err(io("creating", &partial))?;
-        let mut bytes = 0u64;
-        for (name, contents) in small_files(model, torch_dtype) {
-            let path = partial.join(&name);
-            std::fs::write(&path, &contents).map_err(io("writing", &path))?;
-            bytes += contents.len() as u64;
-        }
-        let path = partial.join(SINGLE_FILE);
-        let file = std::fs::File::create(&path).map_err(io("creating", &path))?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        write_safetensors(&mut w, &tensors, &metadata, |_, t| {
-            let b = tensor_bytes(model, t, format);
-            model.weights().release(&t.name);
-            b
-        })
-        .map_err(|e| match e {
-            Error::Io { op, path: p, source } if p.as_os_str().is_empty() => {
-                Error::Io { op, path: path.clone(), source }
-            }
-            other => other,
-        })?;
-        w.flush().map_err(io("writing", &path))?;
-        let file = w.into_inner().map_err(|e| Error::Io {
-            op: "writing",
-            path: path.clone(),
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(io("syncing", &path))?;
-        bytes += file.metadata().map_err(io("reading metadata of", &path))?.len();
-        if out.exists() {
-            std::fs::rename(out, &old).map_err(io("moving aside", out))?;
-        }
-        if let Err(e) = std::fs::rename(&partial, out) {
-            // Put the earlier export back before reporting.
-            let _ = std::fs::rename(&old, out);
-            return Err(io("renaming into place", out)(e));
-        }
-        Ok(bytes)
-    })();
-    match result {
-        Ok(bytes) => {
-            if old.exists() {
-                std::fs::remove_dir_all(&old).map_err(io("removing", &old))?;
-            }
-            Ok(HfExport { path: out.to_path_buf(), bytes, tensors: tensors.len() })
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&partial);
-            Err(e)
-        }
+    let mut bytes = 0u64;
+    for (name, contents) in small_files(model, torch_dtype) {
+        let path = dir.join(&name);
+        std::fs::write(&path, &contents).map_err(io("writing", &path))?;
+        bytes += contents.len() as u64;
     }
+    let path = dir.join(SINGLE_FILE);
+    let file = std::fs::File::create(&path).map_err(io("creating", &path))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let total = tensors.len();
+    write_safetensors(&mut w, &tensors, &metadata, |i, t| {
+        let b = tensor_bytes(model, t, format);
+        model.weights().release(&t.name);
+        progress(i + 1, total);
+        b
+    })
+    .map_err(|e| match e {
+        Error::Io { op, path: p, source } if p.as_os_str().is_empty() => {
+            Error::Io { op, path: path.clone(), source }
+        }
+        other => other,
+    })?;
+    w.flush().map_err(io("writing", &path))?;
+    let file = w.into_inner().map_err(|e| Error::Io {
+        op: "writing",
+        path: path.clone(),
+        source: e.into_error(),
+    })?;
+    bytes += file.metadata().map_err(io("reading metadata of", &path))?.len();
+    Ok(HfExport { path: dir.to_path_buf(), bytes, tensors: tensors.len() })
 }

@@ -6,7 +6,8 @@
 //! The graph is built while the weights stream: each matrix is read, converted or quantized and
 //! appended to `model.onnx.data` before the next is read, so memory stays near one matrix and the
 //! protobuf (`model.onnx`) holds no tensor data and never approaches protobuf's 2 GB limit.
-//! The folder is written under a temporary name and renamed when complete.
+//! The caller stages the folder ([`crate::Staged`]): written under a temporary name and renamed
+//! when complete.
 
 pub mod decoder;
 mod genai;
@@ -148,12 +149,13 @@ pub const OPSET: i64 = 14;
 /// The producer name recorded in the model.
 pub const PRODUCER: &str = "phiquant";
 
-/// Writes `model` as an onnxruntime-genai folder at `out` for `scheme`. `progress(done, total)` is
-/// called after each layer.
+/// Writes `model` as an onnxruntime-genai folder for `scheme` into the empty folder `dir`
+/// (a [`crate::Staged`] folder, which the caller commits). `progress(done, total)` is called
+/// after each layer.
 pub fn export_onnx(
     model: &SourceModel,
     scheme: &OnnxScheme,
-    out: &Path,
+    dir: &Path,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<OnnxExport, Error> {
     let source = model.weights();
@@ -165,86 +167,45 @@ pub fn export_onnx(
     };
     // Check the generation config and tokenizer before any weight is read.
     let config = genai_config(spec, aux, scheme)?;
-    let partial = out.with_file_name(format!(
-        ".{}.partial-{}",
-        out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        std::process::id()
-    ));
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).map_err(io("removing", &partial))?;
-    }
-    let result = (|| -> Result<(usize, usize), Error> {
-        std::fs::create_dir_all(&partial).map_err(io("creating", &partial))?;
-        let data_path = partial.join(DATA_FILE);
-        let file = std::fs::File::create(&data_path).map_err(io("creating", &data_path))?;
-        let data = ExternalData::new(BufWriter::with_capacity(1 << 20, file), DATA_FILE);
-        let g = Graph::new(data, data_path.clone());
-        let (graph, w) = decoder::build(g, spec, source, scheme, progress)?;
-        let file = w.into_inner().map_err(|e| Error::Io {
-            op: "writing",
-            path: data_path.clone(),
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(io("syncing", &data_path))?;
-        let counts = (graph.initializer.len(), graph.node.len());
-        let model = ModelProto {
-            ir_version: Some(IR_VERSION),
-            opset_import: vec![
-                OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) },
-                OperatorSetIdProto { domain: Some("com.microsoft".into()), version: Some(1) },
-            ],
-            producer_name: Some(PRODUCER.into()),
-            producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-            graph: Some(graph),
-            ..Default::default()
-        };
-        let model_path = partial.join(MODEL_FILE);
-        std::fs::write(&model_path, model.encode_to_vec()).map_err(io("writing", &model_path))?;
-        let config_path = partial.join(GENAI_CONFIG);
-        let mut text = serde_json::to_string_pretty(&config).expect("a JSON value serializes");
-        text.push('\n');
-        std::fs::write(&config_path, text).map_err(io("writing", &config_path))?;
-        for name in TOKENIZER_FILES {
-            if let Some(bytes) = aux.get(name) {
-                let to = partial.join(name);
-                std::fs::write(&to, bytes).map_err(io("writing", &to))?;
-            }
-        }
-        replace_dir(&partial, out)?;
-        Ok(counts)
-    })();
-    let (initializers, nodes) = match result {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&partial);
-            return Err(e);
-        }
+    let data_path = dir.join(DATA_FILE);
+    let file = std::fs::File::create(&data_path).map_err(io("creating", &data_path))?;
+    let data = ExternalData::new(BufWriter::with_capacity(1 << 20, file), DATA_FILE);
+    let g = Graph::new(data, data_path.clone());
+    let (graph, w) = decoder::build(g, spec, source, scheme, progress)?;
+    let file = w.into_inner().map_err(|e| Error::Io {
+        op: "writing",
+        path: data_path.clone(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(io("syncing", &data_path))?;
+    let (initializers, nodes) = (graph.initializer.len(), graph.node.len());
+    let model = ModelProto {
+        ir_version: Some(IR_VERSION),
+        opset_import: vec![
+            OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) },
+            OperatorSetIdProto { domain: Some("com.microsoft".into()), version: Some(1) },
+        ],
+        producer_name: Some(PRODUCER.into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        graph: Some(graph),
+        ..Default::default()
     };
+    let model_path = dir.join(MODEL_FILE);
+    std::fs::write(&model_path, model.encode_to_vec()).map_err(io("writing", &model_path))?;
+    let config_path = dir.join(GENAI_CONFIG);
+    let mut text = serde_json::to_string_pretty(&config).expect("a JSON value serializes");
+    text.push('\n');
+    std::fs::write(&config_path, text).map_err(io("writing", &config_path))?;
+    for name in TOKENIZER_FILES {
+        if let Some(bytes) = aux.get(name) {
+            let to = dir.join(name);
+            std::fs::write(&to, bytes).map_err(io("writing", &to))?;
+        }
+    }
     let mut bytes = 0;
     for f in [MODEL_FILE, DATA_FILE] {
-        let p = out.join(f);
+        let p = dir.join(f);
         bytes += std::fs::metadata(&p).map_err(io("reading metadata of", &p))?.len();
     }
-    Ok(OnnxExport { dir: out.to_path_buf(), initializers, nodes, bytes })
-}
-
-/// Moves the finished folder `partial` to `out`, replacing an earlier artefact there.
-fn replace_dir(partial: &Path, out: &Path) -> Result<(), Error> {
-    let io = |op, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { op, path, source }
-    };
-    if out.exists() {
-        let old = out.with_file_name(format!(
-            ".{}.old-{}",
-            out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            std::process::id()
-        ));
-        std::fs::rename(out, &old).map_err(io("moving aside", out))?;
-        std::fs::rename(partial, out).map_err(io("renaming into place", out))?;
-        std::fs::remove_dir_all(&old).map_err(io("removing", &old))?;
-    } else {
-        std::fs::rename(partial, out).map_err(io("renaming into place", out))?;
-    }
-    Ok(())
+    Ok(OnnxExport { dir: dir.to_path_buf(), initializers, nodes, bytes })
 }
