@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             // One line: the error and its causes joined by ": ".
-            let _ = writeln!(std::io::stderr().lock(), "error: {err:#}");
+            let _ = writeln!(std::io::stderr().lock(), "error: {}", error_line(&err));
             ExitCode::from(EXIT_ERROR)
         }
     }
@@ -67,6 +67,20 @@ fn one_line(rendered: &str) -> String {
         })
         .collect();
     format!("{} (see --help)", parts.join("; ").replace(":;", ":"))
+}
+
+/// The error and its causes joined by ": ", each cause once: several of the libraries' errors
+/// already end with their source's text, which `{:#}` would print again.
+fn error_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.ends_with(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -202,11 +202,13 @@ pqtest!(awq_export_is_deterministic_across_threads, |dir, cmd| {
         one.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         [
             "dml-int4/genai_config.json",
+            "dml-int4/manifest.json",
             "dml-int4/model.onnx",
             "dml-int4/model.onnx.data",
             "dml-int4/tokenizer.json",
             "dml-int4/tokenizer_config.json",
-            "gguf-q4_1.gguf"
+            "gguf-q4_1.gguf",
+            "gguf-q4_1.gguf.manifest.json"
         ],
         "nothing left over (scratch files included)"
     );

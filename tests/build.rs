@@ -277,11 +277,19 @@ pqtest!(build_config_errors_are_one_line, |dir, cmd| {
 
 pqtest!(export_writes_manifests_and_json_results, |dir, cmd| {
     let out = dir.path().join("out");
-    let stdout = cmd
+    let run = cmd
         .export(&fixture("qwen2"), &out, &["cpu-int4", "gguf-q8_0", "hf-bf16"])
         .args(["--json", "--group-size", "16"])
-        .stdout();
-    let r = results(&stdout);
+        .output();
+    assert!(run.status.success());
+    // Progress is JSON Lines on stderr: one event per stage step, ending at its total.
+    let events = results(&String::from_utf8(run.stderr).unwrap());
+    let last = events.iter().rfind(|e| e["target"] == "hf-bf16").unwrap();
+    assert_eq!(
+        (last["event"].as_str(), last["done"].as_u64()),
+        (Some("export"), last["total"].as_u64())
+    );
+    let r = results(&String::from_utf8(run.stdout).unwrap());
     assert_eq!(r.len(), 3);
     assert_eq!(r[0]["scheme"]["weights"]["block_size"], 16);
     // A GGUF target is a file with its manifest beside it; a folder target holds its own.

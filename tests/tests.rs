@@ -6,8 +6,10 @@ mod util;
 
 mod awq;
 mod bad_input;
+mod build;
 mod determinism;
 mod engine;
+mod faults;
 mod fixtures;
 mod gguf;
 mod gguf_input;

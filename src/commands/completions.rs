@@ -49,4 +49,13 @@ mod tests {
         }
         assert!(crate::commands::Cli::try_parse_from(["phiquant", "completions", "tcsh"]).is_err());
     }
+
+    #[test]
+    fn every_command_help_has_examples() {
+        let mut cli = crate::commands::Cli::command();
+        for sub in cli.get_subcommands_mut() {
+            let help = sub.render_long_help().to_string();
+            assert!(help.contains("Examples:\n  phiquant "), "{}: no examples", sub.get_name());
+        }
+    }
 }

@@ -2,7 +2,6 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::Context;
 use phiquant_convert::{Algo, QuantOverrides, Target, find_target};
 
 use super::{
@@ -216,8 +215,6 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
             Job { target, plan, dest, gguf_in_folder: false }
         })
         .collect();
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating --out {}", args.out.display()))?;
     let settings = Settings {
         model: &args.model,
         revision: args.revision.as_deref(),

@@ -265,6 +265,11 @@ pub fn prepare(jobs: &[Job], s: &Settings<'_>, progress: &Progress) -> anyhow::R
     };
     let resolved = super::model::resolve(s.model, s.revision, progress.quiet() || progress.json())?;
     let model = SourceModel::open(&resolved)?;
+    // Every artefact ships or converts the tokenizer: one that does not build is refused before
+    // anything is written.
+    if model.aux_files().get("tokenizer.json").is_some() {
+        Tokenizer::from_files(model.aux_files(), model.spec().bos_token_id)?;
+    }
     let source = SourceRecord::of(&resolved)?;
     let calib_record = calibration_record(s.calib, calib_text.as_deref(), &model);
     let verify_record = s.verify.map(|(run, device)| verify_record(run, device)).transpose()?;

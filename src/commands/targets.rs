@@ -9,7 +9,12 @@ use phiquant_convert::TARGETS;
 /// Every target accepts overrides at export (--algo, --group-size, --symmetric/--asymmetric,
 /// --accuracy-level); the scheme shown is the default, named after the official release where
 /// one exists.
+///
+/// Examples:
+///   phiquant targets
+///   phiquant targets --json | jq '.[] | select(.format == "onnx") | .name'
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
     /// Print a JSON array instead of text.
     #[arg(long)]

@@ -79,6 +79,14 @@ pub enum Error {
         /// What is wrong with it.
         problem: HeaderProblem,
     },
+    /// A GGUF header (magic, version, counts, metadata or tensor table) that is not valid.
+    #[error("{}: invalid GGUF header: {problem}", path.display())]
+    GgufHeader {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: HeaderProblem,
+    },
     /// A tensor that is malformed, missing, or disagrees with the config.
     #[error("{}: tensor `{tensor}`: {problem}", path.display())]
     Tensor {
@@ -279,7 +287,7 @@ fn searched_list(searched: &[PathBuf]) -> String {
     searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
-/// What is wrong with a safetensors header as a whole.
+/// What is wrong with a safetensors or GGUF header as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HeaderProblem {
@@ -373,6 +381,14 @@ pub enum TensorProblem {
     Gap {
         /// How many.
         bytes: u64,
+    },
+    /// A GGUF tensor whose data offset is not a multiple of the file's alignment.
+    #[error("data offset {offset} is not a multiple of the alignment {alignment}")]
+    Misaligned {
+        /// The offset, from the start of the data section.
+        offset: u64,
+        /// `general.alignment` (32 when absent).
+        alignment: u64,
     },
     /// The shape disagrees with the config.
     #[error("shape {found:?} does not match {expected:?} implied by config.json")]

@@ -65,6 +65,13 @@ impl AuxFiles {
             }
             let mut bytes = Vec::with_capacity(len as usize);
             file.take(MAX_TOKENIZER_BYTES).read_to_end(&mut bytes).map_err(io("reading"))?;
+            // A truncated or corrupted JSON file is refused here, naming it, rather than
+            // copied into an artefact as it is (a Hugging Face or ONNX folder) or skipped by a
+            // target that does not read it (issue 9, the fault suite).
+            if name.ends_with(".json") {
+                serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+                    .map_err(|source| Error::Json { path: path.clone(), source })?;
+            }
             out.files.insert(name.to_string(), bytes);
         }
         Ok(out)

@@ -99,7 +99,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn malformed(&self, what: String) -> Error {
-        Error::Header { path: self.path.to_path_buf(), problem: HeaderProblem::Malformed(what) }
+        Error::GgufHeader { path: self.path.to_path_buf(), problem: HeaderProblem::Malformed(what) }
     }
 
     fn value(&mut self, type_id: u32, depth: u32) -> Result<GgufValue, Error> {
@@ -238,7 +238,7 @@ impl GgufFile {
                 .and_then(|n| (n / bl).checked_mul(ty.0.block_bytes() as u64))
                 .ok_or_else(|| err(TensorProblem::ShapeOverflow(shape.clone())))?;
             if offset % alignment != 0 {
-                return Err(err(TensorProblem::Gap { bytes: offset % alignment }));
+                return Err(err(TensorProblem::Misaligned { offset, alignment }));
             }
             if by_name.insert(name.clone(), tensors.len()).is_some() {
                 return Err(err(TensorProblem::Duplicate { other: path.display().to_string() }));
@@ -416,7 +416,7 @@ mod tests {
         let p = dir.path().join("x.gguf");
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"GGU".to_vec(), "needs 4 bytes, only 3 remain"),
-            (b"NOPE\x03\0\0\0".to_vec(), "bad magic"),
+            (b"NOPE\x03\0\0\0".to_vec(), "invalid GGUF header: not a GGUF file (bad magic)"),
             ([b"GGUF".as_slice(), &9u32.to_le_bytes()].concat(), "GGUF version 9"),
             (
                 [
