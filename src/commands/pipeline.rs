@@ -450,13 +450,18 @@ fn write_one(
     let verified = match check {
         None => None,
         Some(c) => {
+            let bar = progress.stage("verify", target, 0, "chunks and prompts");
+            let step = |done: usize, total: usize| {
+                bar.set_total(total as u64);
+                bar.set(done as u64);
+            };
             let job_v = super::verify::Job {
                 artefact: &artefact,
                 target: Some(target),
                 device: c.device,
                 precision: None,
+                progress: Some(&step),
             };
-            let _bar = progress.stage("verify", target, 1, "artefacts");
             let mut report = verify_here(&job_v, c.run, &mut c.baseline, &c.inputs)
                 .with_context(|| format!("--target {target}: --verify"))?;
             report.artefact = job.artefact(&job.dest).display().to_string();

@@ -480,11 +480,15 @@ impl Artefact {
         verifier: &phiquant_verify::Verifier,
         work: &Workload<'_>,
         baseline: &mut dyn Runner,
+        progress: &dyn Fn(usize, usize),
     ) -> Result<Measurement, phiquant_verify::Error> {
+        let v = verifier;
         match self {
-            Artefact::Onnx(m) => verifier.measure(work, baseline, m.as_mut()),
-            Artefact::Gguf(m) => verifier.measure(work, baseline, m.as_mut()),
-            Artefact::Hf(e) => verifier.measure(work, baseline, &mut NativeRunner::new(e)),
+            Artefact::Onnx(m) => v.measure_with_progress(work, baseline, m.as_mut(), progress),
+            Artefact::Gguf(m) => v.measure_with_progress(work, baseline, m.as_mut(), progress),
+            Artefact::Hf(e) => {
+                v.measure_with_progress(work, baseline, &mut NativeRunner::new(e), progress)
+            }
         }
     }
 }
@@ -497,6 +501,8 @@ pub struct Job<'a> {
     /// The device (`None`: the artefact's own).
     pub device: Option<DeviceSpec>,
     pub precision: Option<Precision>,
+    /// Called with (done, total) after each chunk and prompt.
+    pub progress: Option<&'a dyn Fn(usize, usize)>,
 }
 
 /// The target an artefact's name says it was made for, else its format.
@@ -572,7 +578,12 @@ fn measure(
     let work =
         Workload { corpus: &inputs.corpus, bos: inputs.bos, prompts: &inputs.prompts, stop: &stop };
     let mut m = artefact
-        .measure(verifier, &work, &mut NativeRunner::new(engine))
+        .measure(
+            verifier,
+            &work,
+            &mut NativeRunner::new(engine),
+            job.progress.unwrap_or(&|_, _| {}),
+        )
         .with_context(|| format!("verifying {}", job.artefact.display()))?;
     m.timing.artefact_load_secs = artefact_load;
     m.timing.baseline_load_secs = baseline_load;
@@ -751,11 +762,20 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     let mut baseline = Baseline::open(&args.baseline, args.revision.as_deref(), quiet)?;
     let inputs = Inputs::read(&args.run, &baseline)?;
+    // A bar on a terminal (never in a worker process, whose stderr is the parent's).
+    let progress = super::progress::Progress::new(quiet || args.worker.is_some(), false);
+    let name = args.artefact.display().to_string();
+    let bar = progress.stage("verify", &name, 0, "chunks and prompts");
+    let step = |done: usize, total: usize| {
+        bar.set_total(total as u64);
+        bar.set(done as u64);
+    };
     let job = Job {
         artefact: &args.artefact,
         target: args.target.as_deref(),
         device: args.devices.first().copied(),
         precision: args.precision,
+        progress: Some(&step),
     };
     if let Some(shard) = args.worker {
         let verifier = verifier(&args.run, shard)?;

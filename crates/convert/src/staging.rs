@@ -41,6 +41,33 @@ fn remove(path: &Path) {
     }
 }
 
+/// Removes what a killed run (SIGKILL, a power cut: no handler ran) left beside `dest`: the
+/// hidden `.<name>.partial-<pid>` and `.<name>.old-<pid>` entries of processes no longer
+/// running. Only where the process table can be read (`/proc`); elsewhere they stay.
+fn remove_stale(dest: &Path) {
+    let proc = Path::new("/proc/self");
+    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else { return };
+    if !proc.exists() {
+        return;
+    }
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    let name = name.to_string_lossy();
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = entry_name.strip_prefix('.').and_then(|r| r.strip_prefix(&*name)) else {
+            continue;
+        };
+        let pid = rest.strip_prefix(".partial-").or_else(|| rest.strip_prefix(".old-"));
+        if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok())
+            && pid != std::process::id()
+            && !Path::new("/proc").join(pid.to_string()).exists()
+        {
+            remove(&entry.path());
+        }
+    }
+}
+
 /// A temporary file registered for removal on interruption and removed when dropped (the AWQ
 /// scratch weights, for example).
 #[derive(Debug)]
@@ -51,6 +78,7 @@ pub struct ScratchFile {
 impl ScratchFile {
     /// Registers the hidden sibling `.<name>.partial-<pid>` of `dest` (not created).
     pub fn beside(dest: &Path) -> ScratchFile {
+        remove_stale(dest);
         let path = sibling(dest, "partial");
         live().push(path.clone());
         ScratchFile { path }
@@ -98,6 +126,7 @@ impl Staged {
     }
 
     fn register(dest: &Path, dir: bool) -> Staged {
+        remove_stale(dest);
         let partial = sibling(dest, "partial");
         live().push(partial.clone());
         Staged { dest: dest.to_path_buf(), partial, dir }
@@ -221,6 +250,23 @@ mod tests {
         let partial = f.path().to_path_buf();
         assert_eq!(std::fs::read(f.commit().unwrap()).unwrap(), b"gguf");
         assert!(!live().contains(&partial));
+    }
+
+    #[test]
+    fn leftovers_of_dead_processes_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("cpu-int4");
+        // No process has a pid this large (Linux caps pids at 2^22).
+        let dead = dir.path().join(".cpu-int4.partial-4294967000");
+        let old = dir.path().join(".cpu-int4.old-4294967001");
+        let live = dir.path().join(".cpu-int4.partial-1");
+        let other = dir.path().join(".cpu-int4-rtn.partial-4294967000");
+        for d in [&dead, &old, &live, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        drop(Staged::dir(&dest).unwrap());
+        assert!(!dead.exists() && !old.exists());
+        assert!(live.exists() && other.exists(), "pid 1 runs; another artefact's name");
     }
 
     #[test]

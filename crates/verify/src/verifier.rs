@@ -199,6 +199,18 @@ impl Verifier {
         baseline: &mut dyn Runner,
         artefact: &mut dyn Runner,
     ) -> Result<Measurement, Error> {
+        self.measure_with_progress(work, baseline, artefact, &|_, _| {})
+    }
+
+    /// As [`Verifier::measure`], calling `progress(done, total)` after each chunk and each
+    /// prompt of this shard.
+    pub fn measure_with_progress(
+        &self,
+        work: &Workload<'_>,
+        baseline: &mut dyn Runner,
+        artefact: &mut dyn Runner,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Measurement, Error> {
         let VerifierBuilder { ctx, chunks, max_new_tokens, shard: (index, count) } = self.settings;
         let vocab = baseline.vocab_size();
         if artefact.vocab_size() != vocab {
@@ -225,6 +237,12 @@ impl Verifier {
             return Err(Error::ShortCorpus { tokens: work.corpus.len(), ctx });
         }
         let total_chunks = chunks.map_or(available, |m| m.min(available));
+        let prompts_here = match max_new_tokens {
+            0 => 0,
+            _ => (0..work.prompts.len()).filter(|i| i % count == index).count(),
+        };
+        let steps = (0..total_chunks).filter(|c| c % count == index).count() + prompts_here;
+        let mut done = 0;
         let mut timing = Timing::default();
         let mut acc = KldAccumulator::default();
         let mut chunks_done = Vec::new();
@@ -260,6 +278,8 @@ impl Verifier {
             timing.artefact_logits_secs += (after_artefact - start).as_secs_f64();
             timing.baseline_logits_secs += (after_baseline - after_artefact).as_secs_f64();
             timing.statistics_secs += after_baseline.elapsed().as_secs_f64();
+            done += 1;
+            progress(done, steps);
         }
         drop((base_logits, q_logits));
 
@@ -278,6 +298,8 @@ impl Verifier {
                     baseline: base,
                     artefact: q,
                 });
+                done += 1;
+                progress(done, steps);
             }
         }
         Ok(Measurement {
