@@ -236,6 +236,12 @@ fn cut_to(path: &Path, len: usize) {
     std::fs::write(path, &bytes[..len]).unwrap();
 }
 
+/// Keeps the first half of the file.
+fn halve(path: &Path) {
+    let len = std::fs::metadata(path).unwrap().len() as usize;
+    cut_to(path, len / 2);
+}
+
 fn cut_by(path: &Path, n: usize) {
     let len = std::fs::metadata(path).unwrap().len() as usize;
     cut_to(path, len - n);
@@ -331,13 +337,7 @@ pqtest!(corrupted_safetensors, |dir, cmd| {
 pqtest!(corrupted_shard_index, |dir, cmd| {
     let f = "model.safetensors.index.json";
     let cases: Vec<(Damage, &str)> = vec![
-        (
-            ("index-cut", f, |p| {
-                let len = std::fs::metadata(p).unwrap().len() as usize;
-                cut_to(p, len / 2)
-            }),
-            "malformed JSON",
-        ),
+        (("index-cut", f, halve), "malformed JSON"),
         (("index-not-object", f, |p| std::fs::write(p, "[1, 2]").unwrap()), f),
         (
             ("index-no-map", f, |p| {
@@ -355,13 +355,7 @@ pqtest!(corrupted_shard_index, |dir, cmd| {
 pqtest!(corrupted_config, |dir, cmd| {
     let f = "config.json";
     let cases: Vec<(Damage, &str)> = vec![
-        (
-            ("config-cut", f, |p| {
-                let len = std::fs::metadata(p).unwrap().len() as usize;
-                cut_to(p, len / 2)
-            }),
-            "malformed JSON",
-        ),
+        (("config-cut", f, halve), "malformed JSON"),
         (("config-empty", f, |p| cut_to(p, 0)), "malformed JSON"),
         (("config-not-object", f, |p| std::fs::write(p, "[]").unwrap()), f),
         (
@@ -384,13 +378,7 @@ pqtest!(corrupted_config, |dir, cmd| {
 
 pqtest!(corrupted_tokenizer_files, |dir, cmd| {
     let cases: Vec<(Damage, &str)> = vec![
-        (
-            ("tok-cut", "tokenizer.json", |p| {
-                let len = std::fs::metadata(p).unwrap().len() as usize;
-                cut_to(p, len / 2)
-            }),
-            "malformed JSON",
-        ),
+        (("tok-cut", "tokenizer.json", halve), "malformed JSON"),
         (("tok-empty", "tokenizer.json", |p| cut_to(p, 0)), "malformed JSON"),
         (
             ("tok-not-utf8", "tokenizer.json", |p| {
@@ -400,20 +388,8 @@ pqtest!(corrupted_tokenizer_files, |dir, cmd| {
             }),
             "tokenizer.json",
         ),
-        (
-            ("tokcfg-cut", "tokenizer_config.json", |p| {
-                let len = std::fs::metadata(p).unwrap().len() as usize;
-                cut_to(p, len / 2)
-            }),
-            "malformed JSON",
-        ),
-        (
-            ("gencfg-cut", "generation_config.json", |p| {
-                let len = std::fs::metadata(p).unwrap().len() as usize;
-                cut_to(p, len / 2)
-            }),
-            "malformed JSON",
-        ),
+        (("tokcfg-cut", "tokenizer_config.json", halve), "malformed JSON"),
+        (("gencfg-cut", "generation_config.json", halve), "malformed JSON"),
     ];
     damaged_exports(&dir, "qwen2", &["gguf-f16", "cpu-fp32", "hf-f16"], &cases);
     let _ = cmd;
