@@ -152,3 +152,52 @@ pqtest!(gguf_matches_llama_cpp, |dir, cmd| {
     assert_eq!(compared, 10);
     let _ = cmd;
 });
+
+pqtest!(gguf_matches_llama_cpp_on_smollm2, |dir, cmd| {
+    // llama.cpp's references for SmolLM2 were converted from the f32 Hugging Face folder that
+    // gguf-py's dequantization of the shared Q4_1 GGUF gives (scripts/golden/smollm2_hf.py,
+    // which needs torch). phiquant reads the same GGUF as its input and dequantizes it to the
+    // same f32 values, so every tensor must come out byte-identical. The metadata differs, and
+    // only where it should: a GGUF input's own general.* and tokenizer.* keys are carried over
+    // as they are (llama.cpp rebuilt them from the folder), and its model keys describe what the
+    // GGUF says (it has no key_length/value_length, which the converter writes from
+    // config.json's head_dim).
+    let expected_metadata = [
+        "missing key llama.attention.key_length",
+        "missing key llama.attention.value_length",
+        "missing key tokenizer.ggml.add_eos_token",
+        "metadata general.name differs",
+        "extra key general.organization",
+        "extra key general.finetune",
+        "extra key general.basename",
+        "extra key general.license",
+        "extra key general.languages",
+        "extra key tokenizer.ggml.add_space_prefix",
+    ];
+    let Some(smol) = shared_model("smollm2-135m-instruct") else { return };
+    let src = smol.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let variants = [
+        ("f32", "gguf-f32", false),
+        ("f16", "gguf-f16", false),
+        ("q8_0", "gguf-q8_0", false),
+        ("q4_0-pure", "gguf-q4_0", true),
+        ("q4_k_m", "gguf-q4_k_m", false),
+    ];
+    for (dump, target, pure) in variants {
+        let out = dir.path().join(dump);
+        let mut c = dir.command();
+        c.export(&src, &out, &[target]);
+        if pure {
+            c.arg("--pure");
+        }
+        c.stdout();
+        let ours = out.join(format!("{target}.gguf"));
+        let diffs = compare(
+            &ours,
+            &root().join("fixtures/golden/gguf/smollm2-135m").join(format!("{dump}.json")),
+        );
+        assert_eq!(diffs, expected_metadata, "SmolLM2 {dump}");
+        std::fs::remove_file(&ours).unwrap();
+    }
+    let _ = cmd;
+});
