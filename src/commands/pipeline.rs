@@ -245,10 +245,32 @@ pub struct Settings<'a> {
     pub skip_current: bool,
 }
 
-/// The source opened and each job's inputs, with the manifests of the artefacts that are
-/// current already.
+/// The source's file digests: computed before anything else when a run must tell current
+/// artefacts from stale ones, otherwise on a thread of their own while the first artefact is
+/// written (hashing reads every byte of the source: about as long as an export), and waited for
+/// at the first manifest.
+pub struct SourceDigests {
+    ready: Option<SourceRecord>,
+    pending: Option<std::thread::JoinHandle<Result<SourceRecord, phiquant_convert::Error>>>,
+}
+
+impl SourceDigests {
+    fn get(&mut self) -> anyhow::Result<&SourceRecord> {
+        if let Some(thread) = self.pending.take() {
+            let record = thread.join().map_err(|_| {
+                anyhow::anyhow!("internal error: the source digest thread panicked")
+            })?;
+            self.ready = Some(record?);
+        }
+        self.ready.as_ref().context("internal error: no source digests")
+    }
+}
+
+/// The source opened and each job's inputs (their `source` filled from [`SourceDigests`]), with
+/// the manifests of the artefacts that are current already.
 pub struct Prepared {
     pub model: SourceModel,
+    pub source: SourceDigests,
     pub inputs: Vec<ManifestInputs>,
     pub current: Vec<Option<Manifest>>,
     calib_text: Option<String>,
@@ -270,7 +292,22 @@ pub fn prepare(jobs: &[Job], s: &Settings<'_>, progress: &Progress) -> anyhow::R
     if model.aux_files().get("tokenizer.json").is_some() {
         Tokenizer::from_files(model.aux_files(), model.spec().bos_token_id)?;
     }
-    let source = SourceRecord::of(&resolved)?;
+    let source = match s.skip_current {
+        true => SourceDigests { ready: Some(SourceRecord::of(&resolved)?), pending: None },
+        false => {
+            let resolved = resolved.clone();
+            let thread = std::thread::spawn(move || SourceRecord::of(&resolved));
+            SourceDigests { ready: None, pending: Some(thread) }
+        }
+    };
+    // Until the digests are in, each job's inputs carry an empty source record.
+    let known = source.ready.clone().unwrap_or(SourceRecord {
+        kind: String::new(),
+        repo: None,
+        revision: None,
+        commit: None,
+        files: Vec::new(),
+    });
     let calib_record = calibration_record(s.calib, calib_text.as_deref(), &model);
     let verify_record = s.verify.map(|(run, device)| verify_record(run, device)).transpose()?;
     let inputs: Vec<ManifestInputs> = jobs
@@ -278,7 +315,7 @@ pub fn prepare(jobs: &[Job], s: &Settings<'_>, progress: &Progress) -> anyhow::R
         .map(|j| ManifestInputs {
             phiquant_version: env!("CARGO_PKG_VERSION").into(),
             target: j.target.clone(),
-            source: source.clone(),
+            source: known.clone(),
             scheme: j.plan.record(),
             calibration: j.plan.awq().then(|| calib_record.clone()),
             verify_settings: verify_record.clone(),
@@ -293,13 +330,13 @@ pub fn prepare(jobs: &[Job], s: &Settings<'_>, progress: &Progress) -> anyhow::R
         };
         current.push(found);
     }
-    Ok(Prepared { model, inputs, current, calib_text })
+    Ok(Prepared { model, source, inputs, current, calib_text })
 }
 
 /// Runs `jobs`: every artefact written (or skipped as current), verified when asked, with its
 /// manifest. Prints a line (or with --json, an object) per artefact on stdout.
 pub fn run(jobs: &[Job], s: &Settings<'_>, progress: &Progress) -> anyhow::Result<ExitCode> {
-    let Prepared { model, inputs, current, calib_text } = prepare(jobs, s, progress)?;
+    let Prepared { model, mut source, inputs, current, calib_text } = prepare(jobs, s, progress)?;
 
     // The AWQ quantizers and the calibration windows, before anything is written.
     let keys = jobs
@@ -367,8 +404,15 @@ pub fn run(jobs: &[Job], s: &Settings<'_>, progress: &Progress) -> anyhow::Resul
             },
         };
         let source_model = awq_model.as_deref().unwrap_or(&model);
-        let manifest =
-            write_one(job, source_model, inputs[i].clone(), awq_record, check.as_mut(), progress)?;
+        let manifest = write_one(
+            job,
+            source_model,
+            &inputs[i],
+            &mut source,
+            awq_record,
+            check.as_mut(),
+            progress,
+        )?;
         emit(progress, job, "written", "", &manifest)?;
         // Weights no later target needs are dropped (with their scratch file).
         if let Some(key) = &keys[i]
@@ -411,7 +455,8 @@ struct Check<'m, 'a> {
 fn write_one(
     job: &Job,
     model: &SourceModel,
-    inputs: ManifestInputs,
+    inputs: &ManifestInputs,
+    source: &mut SourceDigests,
     awq: Option<Value>,
     check: Option<&mut Check<'_, '_>>,
     progress: &Progress,
@@ -477,6 +522,7 @@ fn write_one(
         }
         false => Manifest::hash_folder(stage.path())?,
     };
+    let inputs = ManifestInputs { source: source.get()?.clone(), ..inputs.clone() };
     let manifest = Manifest::new(inputs, files, awq, verified);
     if job.flat_file() {
         // The file first, then its manifest: a manifest never describes a file not there.
