@@ -3,13 +3,13 @@
 //! `scripts/interop/make_references.py` committed to `fixtures/golden/gguf`: every metadata key
 //! and value, and every tensor's name, type, shape and data hash.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use phiquant_runtime::gguf::{GgufFile, GgufValue};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::util::{root, shared_model};
+use crate::util::{Dir, root, shared_model};
 
 fn sha(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
@@ -122,27 +122,34 @@ fn compare(ours: &Path, dump: &Path) -> Vec<String> {
     diffs
 }
 
+/// The llama.cpp references: (dump name, target, `--pure`).
+const VARIANTS: [(&str, &str, bool); 5] = [
+    ("f32", "gguf-f32", false),
+    ("f16", "gguf-f16", false),
+    ("q8_0", "gguf-q8_0", false),
+    ("q4_0-pure", "gguf-q4_0", true),
+    ("q4_k_m", "gguf-q4_k_m", false),
+];
+
+/// Exports `src` to `target` (with `--pure`) into `out` and returns the GGUF file.
+fn export_variant(dir: &Dir, src: &Path, out: &Path, target: &str, pure: bool) -> PathBuf {
+    let mut c = dir.command();
+    c.export(src, out, &[target]);
+    if pure {
+        c.arg("--pure");
+    }
+    c.stdout();
+    out.join(format!("{target}.gguf"))
+}
+
 pqtest!(gguf_matches_llama_cpp, |dir, cmd| {
-    let variants = [
-        ("f32", "gguf-f32", false),
-        ("f16", "gguf-f16", false),
-        ("q8_0", "gguf-q8_0", false),
-        ("q4_0-pure", "gguf-q4_0", true),
-        ("q4_k_m", "gguf-q4_k_m", false),
-    ];
     let mut compared = 0;
     for model in ["stories260K", "stories260K-phi3"] {
         let Some(src) = shared_model(model) else { return };
-        for (dump, target, pure) in variants {
+        for (dump, target, pure) in VARIANTS {
             let out = dir.path().join(format!("{model}-{dump}"));
-            let mut c = dir.command();
-            c.export(&src, &out, &[target]);
-            if pure {
-                c.arg("--pure");
-            }
-            c.stdout();
             let diffs = compare(
-                &out.join(format!("{target}.gguf")),
+                &export_variant(&dir, &src, &out, target, pure),
                 &root().join("fixtures/golden/gguf").join(model).join(format!("{dump}.json")),
             );
             assert!(diffs.is_empty(), "{model} {dump}:\n{}", diffs.join("\n"));
@@ -176,22 +183,8 @@ pqtest!(gguf_matches_llama_cpp_on_smollm2, |dir, cmd| {
     ];
     let Some(smol) = shared_model("smollm2-135m-instruct") else { return };
     let src = smol.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    let variants = [
-        ("f32", "gguf-f32", false),
-        ("f16", "gguf-f16", false),
-        ("q8_0", "gguf-q8_0", false),
-        ("q4_0-pure", "gguf-q4_0", true),
-        ("q4_k_m", "gguf-q4_k_m", false),
-    ];
-    for (dump, target, pure) in variants {
-        let out = dir.path().join(dump);
-        let mut c = dir.command();
-        c.export(&src, &out, &[target]);
-        if pure {
-            c.arg("--pure");
-        }
-        c.stdout();
-        let ours = out.join(format!("{target}.gguf"));
+    for (dump, target, pure) in VARIANTS {
+        let ours = export_variant(&dir, &src, &dir.path().join(dump), target, pure);
         let diffs = compare(
             &ours,
             &root().join("fixtures/golden/gguf/smollm2-135m").join(format!("{dump}.json")),
