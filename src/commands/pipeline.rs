@@ -27,6 +27,7 @@ use phiquant_convert::{
     hf::{check_destination, export_hf},
     manifest_path,
     onnx::{IoType, OnnxScheme, OnnxWeights, export_onnx},
+    sha256_hex,
 };
 use phiquant_quant::BlockFormat;
 use phiquant_runtime::{DeviceSpec, Engine, Tokenizer};
@@ -212,6 +213,14 @@ impl CalibArgs {
         .into_iter()
         .flatten()
         .next()
+    }
+
+    /// Windows and tokens per window: as given, else 128 and 512 (or the model's context when
+    /// shorter).
+    fn shape(&self, spec: &phiquant_runtime::DecoderSpec) -> (usize, usize) {
+        let samples = self.calib_samples.unwrap_or(DEFAULT_CALIB_SAMPLES);
+        let len = self.calib_len.unwrap_or(DEFAULT_CALIB_LEN.min(spec.max_position_embeddings));
+        (samples, len)
     }
 
     /// Checks the values that need no model.
@@ -648,16 +657,11 @@ fn verify_record(run: &RunArgs, device: Option<DeviceSpec>) -> anyhow::Result<Va
 
 /// The calibration and AWQ search settings, as a manifest records them.
 fn calibration_record(calib: &CalibArgs, text: Option<&str>, model: &SourceModel) -> Value {
-    let spec = model.spec();
-    let samples = calib.calib_samples.unwrap_or(DEFAULT_CALIB_SAMPLES);
-    let len = calib.calib_len.unwrap_or(DEFAULT_CALIB_LEN.min(spec.max_position_embeddings));
+    let (samples, len) = calib.shape(model.spec());
     let source = match (&calib.calib, text) {
         (Some(path), Some(text)) => {
-            use sha2::Digest;
-            let sha: String =
-                sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            json!({"file": name, "sha256": sha})
+            json!({"file": name, "sha256": sha256_hex(text.as_bytes())})
         }
         _ => json!({"self_generated": {"seed": calib.calib_seed.unwrap_or(0), "temperature": 1.0}}),
     };
@@ -677,8 +681,7 @@ fn calibration(
     progress: &Progress,
 ) -> anyhow::Result<Calibration> {
     let spec = model.spec();
-    let samples = calib.calib_samples.unwrap_or(DEFAULT_CALIB_SAMPLES);
-    let len = calib.calib_len.unwrap_or(DEFAULT_CALIB_LEN.min(spec.max_position_embeddings));
+    let (samples, len) = calib.shape(spec);
     check_calib_shape(samples, len, spec.max_position_embeddings)?;
     if let (Some(path), Some(text)) = (&calib.calib, text) {
         let tokenizer = Tokenizer::from_files(model.aux_files(), spec.bos_token_id)?;

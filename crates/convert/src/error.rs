@@ -172,3 +172,9 @@ fn status_hint(status: u16) -> &'static str {
         _ => "",
     }
 }
+
+/// A mapper from an I/O error to [`Error::Io`] naming what was being done and on which path.
+pub(crate) fn io(op: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io { op, path, source }
+}

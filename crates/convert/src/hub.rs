@@ -364,7 +364,7 @@ fn verify_blob(link: &Path) -> Result<(), Error> {
         }
         hasher.update(&buf[..n]);
     }
-    let actual: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let actual = crate::manifest::hex(&hasher.finalize());
     if actual != expected.to_ascii_lowercase() {
         let _ = std::fs::remove_file(&blob);
         let _ = std::fs::remove_file(link);

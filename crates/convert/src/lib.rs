@@ -56,7 +56,7 @@ pub use crate::{
     inspect::{DtypeUsage, FileReport, INSPECT_SCHEMA_VERSION, InspectReport, RopeReport, inspect},
     manifest::{
         FileRecord, MANIFEST_FILE, MANIFEST_SCHEMA_VERSION, Manifest, ManifestInputs, SourceRecord,
-        hash_file, manifest_path,
+        hash_file, manifest_path, sha256_hex,
     },
     model::SourceModel,
     source::{ModelKind, ModelSource, Origin, ResolvedModel, is_gguf_file},

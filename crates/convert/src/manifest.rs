@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::{Error, ModelKind, Origin, ResolvedModel};
+use crate::{Error, ModelKind, Origin, ResolvedModel, error::io};
 
 /// The file name of a folder artefact's manifest.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -213,11 +213,6 @@ impl Manifest {
     }
 }
 
-fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.to_path_buf();
-    move |source| Error::Io { op, path, source }
-}
-
 /// The size and sha256 of the file at `path`, recorded as `name`.
 pub fn hash_file(path: &Path, name: String) -> Result<FileRecord, Error> {
     let mut file = std::fs::File::open(path).map_err(io("opening", path))?;
@@ -232,8 +227,17 @@ pub fn hash_file(path: &Path, name: String) -> Result<FileRecord, Error> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok(FileRecord { path: name, size, sha256 })
+    Ok(FileRecord { path: name, size, sha256: hex(&hasher.finalize()) })
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The lowercase hex sha256 of `data`, as manifests record digests.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
 }
 
 /// Where a manifest goes for an artefact at `artefact`: inside a folder, beside a file

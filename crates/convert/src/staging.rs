@@ -8,7 +8,7 @@ use std::{
     sync::Mutex,
 };
 
-use crate::Error;
+use crate::{Error, error::io};
 
 /// The temporary paths of the artefacts and scratch files being written by this process.
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -17,11 +17,6 @@ fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     // A panic while the list was held leaves it consistent (pushes and removes are single
     // operations), so a poisoned lock is still usable.
     LIVE.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.to_path_buf();
-    move |source| Error::Io { op, path, source }
 }
 
 /// The hidden sibling of `dest` named `.<name>.<what>-<pid>`.
