@@ -1,13 +1,14 @@
 //! AWQ (`--algo awq`): the scaling transform computes the same function on every architecture
-//! (the GQA guard of fused Phi-3 layouts included), exports are byte-identical for any thread
-//! count, bad options fail cleanly, and AWQ beats round-to-nearest on held-out text.
+//! (the v -> o pair under grouped-query attention and fused Phi-3 layouts included), exports
+//! are byte-identical for any thread count, bad options fail cleanly, and AWQ beats
+//! round-to-nearest on held-out text.
 
 use std::{path::Path, sync::Arc};
 
 use phiquant_convert::{
     awq::{
         AwqOptionsBuilder, AwqWeights, CalibOrigin, Calibration, GroupOutcome, LayerReport,
-        LinearQuantizers, ScaleGroup, awq_transform, fake_quantized_model,
+        LinearQuantizers, ScaleGroup, awq_transform, fake_quantized_model, v_channel_of_o_column,
     },
     onnx::{Ep, IoType, OnnxScheme, OnnxWeights},
 };
@@ -77,18 +78,15 @@ fn transform(
 
 fn chosen(r: &LayerReport, group: ScaleGroup) -> Option<f32> {
     let g = r.groups.iter().find(|g| g.group == group).unwrap();
-    match g.outcome {
-        GroupOutcome::Searched { alpha, loss_rtn, loss } => {
-            assert!(loss <= loss_rtn, "{r}");
-            alpha
-        }
-        GroupOutcome::Skipped { .. } => None,
-    }
+    let GroupOutcome::Searched { alpha, loss_rtn, loss } = g.outcome;
+    assert!(loss <= loss_rtn, "{r}");
+    alpha
 }
 
 pqtest!(awq_scaling_alone_keeps_the_logits, |dir, cmd| {
     // The acceptance test of the transform: with the clipping search off, the transformed model
     // computes the same function, for every architecture.
+    let mut vo_searched = false;
     for name in FIXTURES {
         let src = source(&fixture(name));
         let spec = src.spec().clone();
@@ -112,12 +110,11 @@ pqtest!(awq_scaling_alone_keeps_the_logits, |dir, cmd| {
         assert!(worst <= 1e-5 * scale, "{name}: logits moved by {worst} (max |logit| {scale})");
         crate::util::note(&format!("{name}: max logit change {:.2e} relative", worst / scale));
 
-        // Which rows of the stacked q/k/v matrix the v -> o pair may touch: v's, and only
-        // without grouped-query attention.
-        let gqa = spec.num_kv_heads != spec.num_heads;
+        // Which rows of the stacked q/k/v matrix the v -> o pair may touch: v's only; and
+        // under grouped-query attention each v row's scale multiplies the o column of every
+        // query head that reads it.
+        let v_of = v_channel_of_o_column(&spec);
         for (l, r) in reports.iter().enumerate() {
-            let vo = r.groups.iter().find(|g| g.group == ScaleGroup::VO).unwrap();
-            assert_eq!(matches!(vo.outcome, GroupOutcome::Skipped { .. }), gqa, "{name}: {r}");
             let orig = phiquant_runtime::LayerWeights::load(src.as_ref(), l).unwrap();
             let new = phiquant_runtime::LayerWeights::load(&awq, l).unwrap();
             let h = spec.hidden_size;
@@ -140,8 +137,30 @@ pqtest!(awq_scaling_alone_keeps_the_logits, |dir, cmd| {
                 v_scaled,
                 "{name} layer {l}: {r}"
             );
+            vo_searched |= v_scaled && spec.num_kv_heads < spec.num_heads;
+            // v row j was divided by s_j; o column c must be multiplied by s_(v_of[c]).
+            let s_v: Vec<f32> = (0..v_rows)
+                .map(|j| {
+                    let row = (qk_rows + j) * h;
+                    let c = (0..h)
+                        .max_by(|&a, &b| {
+                            orig.qkv[row + a].abs().total_cmp(&orig.qkv[row + b].abs())
+                        })
+                        .unwrap();
+                    orig.qkv[row + c] * col_scale[c] / new.qkv[row + c]
+                })
+                .collect();
+            let qd = spec.q_dim();
+            for (i, (a, b)) in orig.o.iter().zip(&new.o).enumerate() {
+                let want = a * s_v[v_of[i % qd]];
+                assert!(
+                    (want - b).abs() <= 1e-4 * want.abs().max(1e-6),
+                    "{name} layer {l}: o[{i}]"
+                );
+            }
         }
     }
+    assert!(vo_searched, "no grouped-query fixture chose v -> o scales: {FIXTURES:?}");
     // The Phi-4-mini-like fixture is the fused, grouped-query case: 6 q heads, 2 kv heads.
     let spec = source(&fixture("phi4-mini")).spec().clone();
     assert!(spec.architecture.is_fused() && spec.num_heads == 3 * spec.num_kv_heads);
@@ -192,7 +211,7 @@ pqtest!(awq_export_is_deterministic_across_threads, |dir, cmd| {
         // A line per layer and target, with the chosen scales.
         assert_eq!(stderr.matches("awq dml-int4: layer ").count(), 2, "{stderr}");
         assert_eq!(stderr.matches("awq gguf-q4_1: layer ").count(), 2, "{stderr}");
-        assert!(stderr.contains("v-o skipped (GQA)"), "{stderr}");
+        assert!(stderr.contains(", v-o "), "{stderr}");
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(stdout.contains("awq)"), "{stdout}");
         files(&out)

@@ -20,9 +20,11 @@
 //!   `Q(W * s) / s`, `Q` the target's quantizer for each matrix: the whole attention block for
 //!   q/k/v, the whole MLP for gate/up, and through Gram matrices (every token, exactly) for
 //!   v -> o and up -> down;
-//! - the scales are folded into the RMSNorm weights or the preceding linear's rows; v -> o only
-//!   without grouped-query attention, and only ever v's rows (never q or k rows of a fused
-//!   Phi-3 `qkv_proj`);
+//! - the scales are folded into the RMSNorm weights or the preceding linear's rows: for v -> o
+//!   only ever v's rows (never q or k rows of a fused Phi-3 `qkv_proj`), one scale per v
+//!   channel, which under grouped-query attention multiplies the o columns of every query head
+//!   that reads that channel (llm-awq skips the pair under GQA, and AutoAWQ's Phi-3 path pairs
+//!   v rows with o columns one to one, which is wrong there);
 //! - a clipping search per row and block (the target's blocks, a shorter last one included)
 //!   on v, o, gate, up and down;
 //! - the full-precision layer's output is the next layer's input (or, as an option, the
@@ -50,7 +52,7 @@ pub use self::{
         check_calib_shape,
     },
     quantizers::LinearQuantizers,
-    search::{GroupOutcome, GroupReport, LayerReport, ScaleGroup, v_feeds_o_one_to_one},
+    search::{GroupOutcome, GroupReport, LayerReport, ScaleGroup, v_channel_of_o_column},
     weights::AwqWeights,
 };
 use crate::{

@@ -24,8 +24,9 @@ use crate::Error;
 pub enum ScaleGroup {
     /// `input_layernorm` -> q, k, v; error measured on the attention block's output.
     Qkv,
-    /// v -> o (the v rows of a fused `qkv_proj`); only when v's outputs are o's inputs one to
-    /// one, that is without grouped-query attention. Error measured on o's output.
+    /// v -> o (the v rows of a fused `qkv_proj`): under grouped-query attention each v channel
+    /// feeds the same channel of every query head of its group, so one scale per v channel
+    /// multiplies all of those o columns. Error measured on o's output.
     VO,
     /// `post_attention_layernorm` -> gate, up; error measured on the MLP's output.
     GateUp,
@@ -58,11 +59,6 @@ pub enum GroupOutcome {
         loss_rtn: f64,
         /// The same with the chosen scales.
         loss: f64,
-    },
-    /// Not searched, and why.
-    Skipped {
-        /// The reason.
-        reason: &'static str,
     },
 }
 
@@ -97,7 +93,7 @@ pub struct LayerReport {
 }
 
 impl std::fmt::Display for LayerReport {
-    /// `layer 3/30: qkv a=0.45 -38.2%, v-o skipped (GQA), gate-up a=0.30 -22.0%, up-down
+    /// `layer 3/30: qkv a=0.45 -38.2%, v-o a=0.10 -12.4%, gate-up a=0.30 -22.0%, up-down
     /// a=0.55 -41.3%, clip 12% of blocks -9.1% (1.2 s)`: the chosen grid point of each group
     /// (`rtn` for unit scales) and how much it lowered the group's error against plain RTN.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,13 +107,9 @@ impl std::fmt::Display for LayerReport {
         write!(f, "layer {}/{}:", self.layer + 1, self.layers)?;
         for (i, g) in self.groups.iter().enumerate() {
             let sep = if i == 0 { " " } else { ", " };
-            match &g.outcome {
-                GroupOutcome::Searched { alpha, loss_rtn, loss } => {
-                    let a = alpha.map_or("rtn".to_string(), |a| format!("a={a:.2}"));
-                    write!(f, "{sep}{} {a} {}", g.group.name(), pct(*loss_rtn, *loss))?;
-                }
-                GroupOutcome::Skipped { .. } => write!(f, "{sep}{} skipped (GQA)", g.group.name())?,
-            }
+            let GroupOutcome::Searched { alpha, loss_rtn, loss } = &g.outcome;
+            let a = alpha.map_or("rtn".to_string(), |a| format!("a={a:.2}"));
+            write!(f, "{sep}{} {a} {}", g.group.name(), pct(*loss_rtn, *loss))?;
         }
         if self.clip.blocks > 0 {
             write!(
@@ -198,11 +190,24 @@ pub(crate) fn rows_of(spec: &DecoderSpec, linear: Linear) -> Range<usize> {
     }
 }
 
-/// Whether v's output channels are o's input channels one to one (no grouped-query attention),
-/// the condition for the v -> o scale group. Under GQA one v channel feeds several heads' o
-/// columns, and the reference implementations' pairing of v rows with o columns is wrong.
-pub fn v_feeds_o_one_to_one(spec: &DecoderSpec) -> bool {
-    spec.num_kv_heads == spec.num_heads && spec.kv_dim() == spec.q_dim()
+/// The v channel (row of v, `0..kv_dim`) that feeds each o input column (`0..q_dim`): query
+/// head `h` reads key/value head `h / (num_heads / num_kv_heads)`, channel for channel. Without
+/// grouped-query attention, the identity.
+pub fn v_channel_of_o_column(spec: &DecoderSpec) -> Vec<usize> {
+    let d = spec.head_dim;
+    let group = (spec.num_heads / spec.num_kv_heads.max(1)).max(1);
+    (0..spec.q_dim()).map(|c| (c / d / group) * d + c % d).collect()
+}
+
+/// Per v channel, the mean of `per_column` (one value per o input column) over the columns it
+/// feeds.
+fn per_v_channel(map: &[usize], kv_dim: usize, per_column: &[f32]) -> Vec<f32> {
+    let (mut sum, mut n) = (vec![0f64; kv_dim], vec![0u32; kv_dim]);
+    for (&v, &x) in map.iter().zip(per_column) {
+        sum[v] += x as f64;
+        n[v] += 1;
+    }
+    sum.iter().zip(&n).map(|(s, &n)| (s / n.max(1) as f64) as f32).collect()
 }
 
 /// The layer at work: its spec, quantizers, options and a runner.
@@ -289,7 +294,8 @@ impl LayerSearch<'_> {
         let (windows, len) = (acts.windows, acts.len);
         let eps = spec.rms_norm_eps as f32;
         let opts = self.options;
-        let vo = v_feeds_o_one_to_one(spec);
+        let v_of = v_channel_of_o_column(spec);
+        let spread_v = |s: &[f32]| -> Vec<f32> { v_of.iter().map(|&v| s[v]).collect() };
         let mut runner = LayerRunner::new(spec, len)?;
         let mut tick = std::time::Instant::now();
         let mut phases = Vec::new();
@@ -390,33 +396,26 @@ impl LayerSearch<'_> {
         groups.push(GroupReport { group: ScaleGroup::Qkv, outcome });
         mark("qkv");
 
-        // v -> o, on o's output through the Gram matrix of o's inputs.
+        // v -> o, on o's output through the Gram matrix of o's inputs; one scale per v channel
+        // (spread over the o columns it feeds), the statistics averaged over those columns.
         let tokens = cap.o.mean.rows() as usize;
-        let s_vo = if vo {
-            let x_mean = cap.o.mean.mean();
-            let w_mean = self.w_mean(&w.o, qd, &[Linear::O]);
-            let (s, outcome) = self.grid(
-                &x_mean,
-                &w_mean,
-                tokens * h,
-                |s, _| {
-                    let clip = joint(&g_o, &[Linear::O]);
-                    let w_hat = self.quantized_parts(&w.o, qd, &[Linear::O], s, clip)?;
-                    gram_error(&w.o, &w_hat, &g_o, qd).map_err(|e| self.quant_err(Linear::O, e))
-                },
-                &runner,
-            )?;
-            groups.push(GroupReport { group: ScaleGroup::VO, outcome });
-            s
-        } else {
-            groups.push(GroupReport {
-                group: ScaleGroup::VO,
-                outcome: GroupOutcome::Skipped {
-                    reason: "grouped-query attention: v's outputs are not o's inputs one to one",
-                },
-            });
-            None
-        };
+        let kv = spec.kv_dim();
+        let x_mean = per_v_channel(&v_of, kv, &cap.o.mean.mean());
+        let w_mean = per_v_channel(&v_of, kv, &self.w_mean(&w.o, qd, &[Linear::O]));
+        let (s_vo, outcome) = self.grid(
+            &x_mean,
+            &w_mean,
+            tokens * h,
+            |s, _| {
+                let s = s.map(spread_v);
+                let clip = joint(&g_o, &[Linear::O]);
+                let w_hat = self.quantized_parts(&w.o, qd, &[Linear::O], s.as_deref(), clip)?;
+                gram_error(&w.o, &w_hat, &g_o, qd).map_err(|e| self.quant_err(Linear::O, e))
+            },
+            &runner,
+        )?;
+        groups.push(GroupReport { group: ScaleGroup::VO, outcome });
+        let s_o = s_vo.as_deref().map(spread_v);
 
         mark("v-o");
         // post_attention_layernorm -> gate, up, on the MLP's output (per token, so any tokens).
@@ -482,13 +481,13 @@ impl LayerSearch<'_> {
             divide(&mut w.attn_norm, s);
             scale_columns(&mut w.qkv, s);
         }
-        if let Some(s) = &s_vo {
+        if let (Some(s), Some(s_o)) = (&s_vo, &s_o) {
             let v = rows_of(spec, Linear::V);
             scale_rows(&mut w.qkv[v.start * h..v.end * h], h, s);
             if let Some(b) = &mut w.qkv_bias {
                 divide(&mut b[v], s);
             }
-            scale_columns_of(&mut w.o, qd, s);
+            scale_columns_of(&mut w.o, qd, s_o);
         }
         if let Some(s) = &s_gu {
             divide(&mut w.ffn_norm, s);
@@ -520,7 +519,7 @@ impl LayerSearch<'_> {
             let g = scaled(&g_qkv, &s_qkv);
             let v = rows_of(spec, Linear::V);
             add(self.clip(&mut w.qkv[v.start * h..v.end * h], h, Linear::V, &g)?);
-            let g = scaled(&g_o, &s_vo);
+            let g = scaled(&g_o, &s_o);
             add(self.clip(&mut w.o, qd, Linear::O, &g)?);
             let g = scaled(&g_gu, &s_gu);
             for p in gu_parts {
