@@ -1,6 +1,7 @@
 //! AWQ (`--algo awq`): the scaling transform computes the same function on every architecture
 //! (the v -> o pair under grouped-query attention and fused Phi-3 layouts included), exports
-//! are byte-identical for any thread count, bad options fail cleanly, and AWQ beats
+//! are byte-identical for any thread count, the optional per-channel refinement only lowers
+//! each group's loss, bad options fail cleanly, and AWQ beats
 //! round-to-nearest on held-out text.
 
 use std::{path::Path, sync::Arc};
@@ -13,7 +14,8 @@ use phiquant_convert::{
     onnx::{Ep, IoType, OnnxScheme, OnnxWeights},
 };
 use phiquant_runtime::{
-    Checkpoint, Engine, Logits, ModelWeights, Tokenizer, WeightSource, gguf::GgufModel,
+    Checkpoint, Engine, LayerWeights, Logits, ModelWeights, Tokenizer, WeightSource,
+    gguf::GgufModel,
 };
 
 use phiquant_verify::compare_token;
@@ -78,7 +80,7 @@ fn transform(
 
 fn chosen(r: &LayerReport, group: ScaleGroup) -> Option<f32> {
     let g = r.groups.iter().find(|g| g.group == group).unwrap();
-    let GroupOutcome::Searched { alpha, loss_rtn, loss } = g.outcome;
+    let GroupOutcome::Searched { alpha, loss_rtn, loss, .. } = g.outcome;
     assert!(loss <= loss_rtn, "{r}");
     alpha
 }
@@ -115,8 +117,8 @@ pqtest!(awq_scaling_alone_keeps_the_logits, |dir, cmd| {
         // query head that reads it.
         let v_of = v_channel_of_o_column(&spec);
         for (l, r) in reports.iter().enumerate() {
-            let orig = phiquant_runtime::LayerWeights::load(src.as_ref(), l).unwrap();
-            let new = phiquant_runtime::LayerWeights::load(&awq, l).unwrap();
+            let orig = LayerWeights::load(src.as_ref(), l).unwrap();
+            let new = LayerWeights::load(&awq, l).unwrap();
             let h = spec.hidden_size;
             // Every weight of q and k is the original times its column's scale, which is the
             // input norm's change: no row of q or k was scaled through o_proj.
@@ -193,6 +195,61 @@ pqtest!(awq_gguf_and_onnx_quantizers_keep_the_logits_too, |dir, cmd| {
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(want.iter().zip(&got).all(|(a, b)| (a - b).abs() <= 1e-5 * scale));
     }
+    let _ = cmd;
+});
+
+pqtest!(awq_refinement_lowers_each_loss_and_keeps_the_logits, |dir, cmd| {
+    // The per-channel refinement (an option of the library) moves scales only where the group's
+    // own loss drops, folds in as exactly as the grid's scales, and gives the same weights on 1
+    // and 2 threads. With the clipping off and float propagation, every layer's search sees the
+    // same inputs with and without it, so the group losses compare one to one.
+    // The Phi-4-mini-like fixture: fused q/k/v and gate/up, grouped-query attention.
+    let mut refined = 0;
+    for name in ["phi4-mini"] {
+        let src = source(&fixture(name));
+        let spec = src.spec().clone();
+        let q = LinearQuantizers::for_onnx(&spec, &dml_scheme(128, false), "dml-int4").unwrap();
+        let calib = windows(2, 24, spec.vocab_size);
+        let run = |sweeps: usize, threads: usize| {
+            let options = AwqOptionsBuilder::new().clip(false).refine(sweeps).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let scratch = dir.path().join(format!("{name}-{sweeps}-{threads}"));
+            let mut reports = Vec::new();
+            let awq = pool
+                .install(|| {
+                    awq_transform(Arc::clone(&src), &calib, &q, &options, &scratch, &mut |r| {
+                        reports.push(r.clone())
+                    })
+                })
+                .unwrap();
+            (awq, reports)
+        };
+        let (_, grid) = run(0, 2);
+        let (awq, reports) = run(1, 2);
+        for (g, r) in grid.iter().zip(&reports) {
+            for (a, b) in g.groups.iter().zip(&r.groups) {
+                let GroupOutcome::Searched { loss: before, refined: n0, .. } = a.outcome;
+                let GroupOutcome::Searched { loss: after, refined: n, .. } = b.outcome;
+                assert_eq!(n0, 0, "{g}");
+                assert!(after <= before, "{name}: {r} against {g}");
+                assert_eq!(n > 0, after < before, "{name}: {r} against {g}");
+                refined += n;
+            }
+        }
+        let ids: Vec<u32> = (0..40).map(|i| (i * 53 % (spec.vocab_size - 3)) as u32 + 3).collect();
+        let want = logits(ModelWeights::load(src.as_ref()).unwrap(), &spec, &ids);
+        let got = logits(ModelWeights::load(&awq).unwrap(), &spec, &ids);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = want.iter().zip(&got).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= 1e-5 * scale, "{name}: logits moved by {worst} (max |logit| {scale})");
+        let (one, _) = run(1, 1);
+        for l in 0..spec.num_layers {
+            let (a, b) =
+                (LayerWeights::load(&awq, l).unwrap(), LayerWeights::load(&one, l).unwrap());
+            assert!(a == b, "{name} layer {l}: the refined weights depend on the thread count");
+        }
+    }
+    assert!(refined > 0, "the refinement changed no scale on any fixture");
     let _ = cmd;
 });
 

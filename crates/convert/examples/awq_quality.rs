@@ -11,8 +11,9 @@
 //!
 //! Prints one JSON line per variant (`fp`, `rtn-asym`, `awq-asym`, `rtn-sym`, `awq-sym`).
 //! Options: `--only asym|sym`, `--loss-tokens N`, `--grid N`, `--no-clip`, `--no-duo`,
-//! `--propagation quantized|float`, `--joint-clip`, `--two-sided-clip`, `--fp16-scales` (the fp16-I/O targets' quantizer), `--linears q,k,v,o,gate,up,down`
-//! (only those quantized).
+//! `--propagation quantized|float`, `--joint-clip`, `--two-sided-clip`, `--refine SWEEPS` (the
+//! per-channel refinement of the scales), `--fp16-scales` (the fp16-I/O targets' quantizer),
+//! `--linears q,k,v,o,gate,up,down` (only those quantized).
 
 use std::{io::Write, path::PathBuf, sync::Arc};
 
@@ -89,6 +90,9 @@ fn parse() -> Result<Args> {
             }
             "--two-sided-clip" => {
                 a.options.two_sided_clip(true);
+            }
+            "--refine" => {
+                a.options.refine(value()?.parse()?);
             }
             "--joint-clip" => {
                 a.options.joint_clip(true);

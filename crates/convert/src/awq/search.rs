@@ -14,7 +14,7 @@ use phiquant_runtime::{
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::{AwqOptions, LinearQuantizers, Propagation};
+use super::{AwqOptions, LinearQuantizers, Propagation, REFINE_STEPS};
 use crate::Error;
 
 /// A scale group: the layer whose output is divided by the scales, and the linear layers whose
@@ -59,7 +59,17 @@ pub enum GroupOutcome {
         loss_rtn: f64,
         /// The same with the chosen scales.
         loss: f64,
+        /// Channels whose scale the refinement ([`AwqOptionsBuilder::refine`]) changed from
+        /// the grid point's (0 without it).
+        ///
+        /// [`AwqOptionsBuilder::refine`]: super::AwqOptionsBuilder::refine
+        #[serde(skip_serializing_if = "is_zero")]
+        refined: usize,
     },
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One scale group's result.
@@ -95,7 +105,8 @@ pub struct LayerReport {
 impl std::fmt::Display for LayerReport {
     /// `layer 3/30: qkv a=0.45 -38.2%, v-o a=0.10 -12.4%, gate-up a=0.30 -22.0%, up-down
     /// a=0.55 -41.3%, clip 12% of blocks -9.1% (1.2 s)`: the chosen grid point of each group
-    /// (`rtn` for unit scales) and how much it lowered the group's error against plain RTN.
+    /// (`rtn` for unit scales) and how much it lowered the group's error against plain RTN;
+    /// with the refinement, `(N refined)` after a group whose scales it changed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let pct = |before: f64, after: f64| {
             if before > 0.0 {
@@ -107,9 +118,12 @@ impl std::fmt::Display for LayerReport {
         write!(f, "layer {}/{}:", self.layer + 1, self.layers)?;
         for (i, g) in self.groups.iter().enumerate() {
             let sep = if i == 0 { " " } else { ", " };
-            let GroupOutcome::Searched { alpha, loss_rtn, loss } = &g.outcome;
+            let GroupOutcome::Searched { alpha, loss_rtn, loss, refined } = &g.outcome;
             let a = alpha.map_or("rtn".to_string(), |a| format!("a={a:.2}"));
             write!(f, "{sep}{} {a} {}", g.group.name(), pct(*loss_rtn, *loss))?;
+            if *refined > 0 {
+                write!(f, " ({refined} refined)")?;
+            }
         }
         if self.clip.blocks > 0 {
             write!(
@@ -602,13 +616,67 @@ impl LayerSearch<'_> {
                 best = c;
             }
         }
+        let mut scales = (best > 0).then(|| awq_scales(x_mean, duo, alpha(best)));
+        let (mut least, mut refined) = (losses[best], 0);
+        if self.options.refine > 0 {
+            let start = scales.clone().unwrap_or_else(|| vec![1.0; x_mean.len()]);
+            let (s, l) = self.refine(start.clone(), least, &loss, runner)?;
+            if l < least {
+                refined = s.iter().zip(&start).filter(|(a, b)| a != b).count();
+                (scales, least) = (Some(s), l);
+            }
+        }
         let norm = norm.max(1) as f64;
         let outcome = GroupOutcome::Searched {
             alpha: (best > 0).then(|| alpha(best)),
             loss_rtn: losses[0] / norm,
-            loss: losses[best] / norm,
+            loss: least / norm,
+            refined,
         };
-        Ok(((best > 0).then(|| awq_scales(x_mean, duo, alpha(best))), outcome))
+        Ok((scales, outcome))
+    }
+
+    /// Coordinate descent on the scales from the grid's choice: each channel in turn, its scale
+    /// times each of [`REFINE_STEPS`] (scored in parallel), the least loss kept when it is
+    /// strictly below the current one; at most `options.refine` sweeps, fewer when one changes
+    /// nothing. Returns the scales and their loss.
+    fn refine(
+        &self,
+        mut s: Vec<f32>,
+        mut least: f64,
+        loss: &(impl Fn(Option<&[f32]>, &mut LayerRunner) -> Result<f64, Error> + Sync),
+        runner: &LayerRunner,
+    ) -> Result<(Vec<f32>, f64), Error> {
+        for _ in 0..self.options.refine {
+            let mut changed = false;
+            for c in 0..s.len() {
+                let losses = REFINE_STEPS
+                    .par_iter()
+                    .map_init(
+                        || runner.clone(),
+                        |r, &f| {
+                            let mut t = s.clone();
+                            t[c] *= f;
+                            loss(Some(&t), r)
+                        },
+                    )
+                    .collect::<Result<Vec<f64>, Error>>()?;
+                let mut pick = None;
+                for (i, &l) in losses.iter().enumerate() {
+                    if l < least {
+                        (least, pick) = (l, Some(i));
+                    }
+                }
+                if let Some(i) = pick {
+                    s[c] *= REFINE_STEPS[i];
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        Ok((s, least))
     }
 
     fn clip(
