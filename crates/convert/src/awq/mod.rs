@@ -229,7 +229,7 @@ impl AwqOptionsBuilder {
     /// group's own loss, and keeps a change that lowers it; the sweeps stop early when one
     /// changes nothing. A sweep costs `4 x channels` evaluations of the group's loss (the grid
     /// costs 21), so this is for small models: on stories260K (64 channels) two sweeps take
-    /// the search from 8 s to 3 or 4 minutes on 2 cores, and for a hidden size of 576 they
+    /// the search from 8 s to 2.5 to 3.5 minutes on 2 cores, and for a hidden size of 576 they
     /// are hundreds of times the grid's evaluations (BENCHMARKS.md).
     pub fn refine(&mut self, sweeps: usize) -> &mut Self {
         self.options.refine = sweeps;
