@@ -78,6 +78,19 @@ fn transform(
     (awq, reports)
 }
 
+/// Asserts that `awq` computes the same logits as `src` on a fixed sequence, within 1e-5 of the
+/// largest one; returns the largest change relative to it.
+fn assert_same_logits(name: &str, src: &dyn WeightSource, awq: &AwqWeights) -> f32 {
+    let spec = src.spec();
+    let ids: Vec<u32> = (0..40).map(|i| (i * 53 % (spec.vocab_size - 3)) as u32 + 3).collect();
+    let want = logits(ModelWeights::load(src).unwrap(), spec, &ids);
+    let got = logits(ModelWeights::load(awq).unwrap(), spec, &ids);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = want.iter().zip(&got).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst <= 1e-5 * scale, "{name}: logits moved by {worst} (max |logit| {scale})");
+    worst / scale
+}
+
 fn chosen(r: &LayerReport, group: ScaleGroup) -> Option<f32> {
     let g = r.groups.iter().find(|g| g.group == group).unwrap();
     let GroupOutcome::Searched { alpha, loss_rtn, loss, .. } = g.outcome;
@@ -104,13 +117,8 @@ pqtest!(awq_scaling_alone_keeps_the_logits, |dir, cmd| {
                     || chosen(r, ScaleGroup::GateUp).is_some()),
             "{name}: {reports:?}"
         );
-        let ids: Vec<u32> = (0..40).map(|i| (i * 53 % (spec.vocab_size - 3)) as u32 + 3).collect();
-        let want = logits(ModelWeights::load(src.as_ref()).unwrap(), &spec, &ids);
-        let got = logits(ModelWeights::load(&awq).unwrap(), &spec, &ids);
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let worst = want.iter().zip(&got).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(worst <= 1e-5 * scale, "{name}: logits moved by {worst} (max |logit| {scale})");
-        crate::util::note(&format!("{name}: max logit change {:.2e} relative", worst / scale));
+        let change = assert_same_logits(name, src.as_ref(), &awq);
+        crate::util::note(&format!("{name}: max logit change {change:.2e} relative"));
 
         // Which rows of the stacked q/k/v matrix the v -> o pair may touch: v's only; and
         // under grouped-query attention each v row's scale multiplies the o column of every
@@ -189,11 +197,7 @@ pqtest!(awq_gguf_and_onnx_quantizers_keep_the_logits_too, |dir, cmd| {
     .enumerate()
     {
         let (awq, _) = transform(&src, &calib, q, false, &dir.path().join(format!("s{i}")));
-        let ids: Vec<u32> = (0..30).map(|i| (i * 29 % 300) as u32 + 3).collect();
-        let want = logits(ModelWeights::load(src.as_ref()).unwrap(), &spec, &ids);
-        let got = logits(ModelWeights::load(&awq).unwrap(), &spec, &ids);
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert!(want.iter().zip(&got).all(|(a, b)| (a - b).abs() <= 1e-5 * scale));
+        assert_same_logits(&format!("phi3, quantizer {i}"), src.as_ref(), &awq);
     }
     let _ = cmd;
 });
@@ -236,12 +240,7 @@ pqtest!(awq_refinement_lowers_each_loss_and_keeps_the_logits, |dir, cmd| {
                 refined += n;
             }
         }
-        let ids: Vec<u32> = (0..40).map(|i| (i * 53 % (spec.vocab_size - 3)) as u32 + 3).collect();
-        let want = logits(ModelWeights::load(src.as_ref()).unwrap(), &spec, &ids);
-        let got = logits(ModelWeights::load(&awq).unwrap(), &spec, &ids);
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let worst = want.iter().zip(&got).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(worst <= 1e-5 * scale, "{name}: logits moved by {worst} (max |logit| {scale})");
+        assert_same_logits(name, src.as_ref(), &awq);
         let (one, _) = run(1, 1);
         for l in 0..spec.num_layers {
             let (a, b) =
