@@ -8,8 +8,9 @@ use std::{path::Path, sync::Arc};
 
 use phiquant_convert::{
     awq::{
-        AwqOptionsBuilder, AwqWeights, CalibOrigin, Calibration, GroupOutcome, LayerReport,
-        LinearQuantizers, ScaleGroup, awq_transform, fake_quantized_model, v_channel_of_o_column,
+        AwqOptions, AwqOptionsBuilder, AwqWeights, CalibOrigin, Calibration, GroupOutcome,
+        LayerReport, LinearQuantizers, ScaleGroup, awq_transform, fake_quantized_model,
+        v_channel_of_o_column,
     },
     onnx::{Ep, IoType, OnnxScheme, OnnxWeights},
 };
@@ -60,17 +61,21 @@ fn logits(weights: ModelWeights, spec: &phiquant_runtime::DecoderSpec, ids: &[u3
     engine.session(ids.len()).forward(ids, Logits::All).unwrap().to_vec()
 }
 
+/// AWQ's scaling alone: the clipping search off, so the model computes the same function.
+fn scaling_only(refine: usize) -> AwqOptions {
+    AwqOptionsBuilder::new().clip(false).refine(refine).build().unwrap()
+}
+
 /// Runs AWQ on `src` and returns the transformed weights with the layer reports.
 fn transform(
     src: &Arc<dyn WeightSource + Send + Sync>,
     calib: &Calibration,
     quantizers: &LinearQuantizers,
-    clip: bool,
+    options: &AwqOptions,
     scratch: &Path,
 ) -> (AwqWeights, Vec<LayerReport>) {
-    let options = AwqOptionsBuilder::new().clip(clip).build().unwrap();
     let mut reports = Vec::new();
-    let awq = awq_transform(Arc::clone(src), calib, quantizers, &options, scratch, &mut |r| {
+    let awq = awq_transform(Arc::clone(src), calib, quantizers, options, scratch, &mut |r| {
         reports.push(r.clone())
     })
     .unwrap();
@@ -107,7 +112,7 @@ pqtest!(awq_scaling_alone_keeps_the_logits, |dir, cmd| {
         let spec = src.spec().clone();
         let q = LinearQuantizers::for_onnx(&spec, &dml_scheme(128, false), "dml-int4").unwrap();
         let calib = windows(4, 48, spec.vocab_size);
-        let (awq, reports) = transform(&src, &calib, &q, false, &dir.path().join(name));
+        let (awq, reports) = transform(&src, &calib, &q, &scaling_only(0), &dir.path().join(name));
         assert_eq!(reports.len(), spec.num_layers, "{name}");
         // The search chose real scales somewhere, so the test checks something.
         assert!(
@@ -196,7 +201,8 @@ pqtest!(awq_gguf_and_onnx_quantizers_keep_the_logits_too, |dir, cmd| {
     .iter()
     .enumerate()
     {
-        let (awq, _) = transform(&src, &calib, q, false, &dir.path().join(format!("s{i}")));
+        let scratch = dir.path().join(format!("s{i}"));
+        let (awq, _) = transform(&src, &calib, q, &scaling_only(0), &scratch);
         assert_same_logits(&format!("phi3, quantizer {i}"), src.as_ref(), &awq);
     }
     let _ = cmd;
@@ -206,49 +212,38 @@ pqtest!(awq_refinement_lowers_each_loss_and_keeps_the_logits, |dir, cmd| {
     // The per-channel refinement (an option of the library) moves scales only where the group's
     // own loss drops, folds in as exactly as the grid's scales, and gives the same weights on 1
     // and 2 threads. With the clipping off and float propagation, every layer's search sees the
-    // same inputs with and without it, so the group losses compare one to one.
-    // The Phi-4-mini-like fixture: fused q/k/v and gate/up, grouped-query attention.
+    // same inputs with and without it, so the group losses compare one to one. On the
+    // Phi-4-mini-like fixture: fused q/k/v and gate/up, grouped-query attention.
+    let name = "phi4-mini";
+    let src = source(&fixture(name));
+    let spec = src.spec().clone();
+    let q = LinearQuantizers::for_onnx(&spec, &dml_scheme(128, false), "dml-int4").unwrap();
+    let calib = windows(2, 24, spec.vocab_size);
+    let run = |sweeps: usize, threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let scratch = dir.path().join(format!("{name}-{sweeps}-{threads}"));
+        pool.install(|| transform(&src, &calib, &q, &scaling_only(sweeps), &scratch))
+    };
+    let (_, grid) = run(0, 2);
+    let (awq, reports) = run(1, 2);
     let mut refined = 0;
-    for name in ["phi4-mini"] {
-        let src = source(&fixture(name));
-        let spec = src.spec().clone();
-        let q = LinearQuantizers::for_onnx(&spec, &dml_scheme(128, false), "dml-int4").unwrap();
-        let calib = windows(2, 24, spec.vocab_size);
-        let run = |sweeps: usize, threads: usize| {
-            let options = AwqOptionsBuilder::new().clip(false).refine(sweeps).build().unwrap();
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let scratch = dir.path().join(format!("{name}-{sweeps}-{threads}"));
-            let mut reports = Vec::new();
-            let awq = pool
-                .install(|| {
-                    awq_transform(Arc::clone(&src), &calib, &q, &options, &scratch, &mut |r| {
-                        reports.push(r.clone())
-                    })
-                })
-                .unwrap();
-            (awq, reports)
-        };
-        let (_, grid) = run(0, 2);
-        let (awq, reports) = run(1, 2);
-        for (g, r) in grid.iter().zip(&reports) {
-            for (a, b) in g.groups.iter().zip(&r.groups) {
-                let GroupOutcome::Searched { loss: before, refined: n0, .. } = a.outcome;
-                let GroupOutcome::Searched { loss: after, refined: n, .. } = b.outcome;
-                assert_eq!(n0, 0, "{g}");
-                assert!(after <= before, "{name}: {r} against {g}");
-                assert_eq!(n > 0, after < before, "{name}: {r} against {g}");
-                refined += n;
-            }
-        }
-        assert_same_logits(name, src.as_ref(), &awq);
-        let (one, _) = run(1, 1);
-        for l in 0..spec.num_layers {
-            let (a, b) =
-                (LayerWeights::load(&awq, l).unwrap(), LayerWeights::load(&one, l).unwrap());
-            assert!(a == b, "{name} layer {l}: the refined weights depend on the thread count");
+    for (g, r) in grid.iter().zip(&reports) {
+        for (a, b) in g.groups.iter().zip(&r.groups) {
+            let GroupOutcome::Searched { loss: before, refined: n0, .. } = a.outcome;
+            let GroupOutcome::Searched { loss: after, refined: n, .. } = b.outcome;
+            assert_eq!(n0, 0, "{g}");
+            assert!(after <= before, "{name}: {r} against {g}");
+            assert_eq!(n > 0, after < before, "{name}: {r} against {g}");
+            refined += n;
         }
     }
-    assert!(refined > 0, "the refinement changed no scale on any fixture");
+    assert!(refined > 0, "the refinement changed no scale");
+    assert_same_logits(name, src.as_ref(), &awq);
+    let (one, _) = run(1, 1);
+    for l in 0..spec.num_layers {
+        let (a, b) = (LayerWeights::load(&awq, l).unwrap(), LayerWeights::load(&one, l).unwrap());
+        assert!(a == b, "{name} layer {l}: the refined weights depend on the thread count");
+    }
     let _ = cmd;
 });
 
