@@ -300,6 +300,55 @@ pqtest!(awq_export_is_deterministic_across_threads, |dir, cmd| {
     let _ = cmd;
 });
 
+pqtest!(awq_search_options_reach_the_export, |dir, cmd| {
+    // --awq-joint-clip and --awq-refine change the search, and the manifest records them (so
+    // an artefact made with other settings is not current); Q4_1 has a minimum, so the
+    // two-sided clipping search is on by default.
+    let model = fixture("phi4-mini");
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let output = dir
+            .command()
+            .export(&model, &out, &["gguf-q4_1"])
+            .args(["--algo", "awq", "--calib-samples", "3", "--calib-len", "40"])
+            .args(extra)
+            .output();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join("gguf-q4_1.gguf.manifest.json")).unwrap(),
+        )
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (std::fs::read(out.join("gguf-q4_1.gguf")).unwrap(), manifest, stderr)
+    };
+    let (plain, m, _) = run("plain", &[]);
+    let search = &m["calibration"]["search"];
+    assert_eq!(
+        (
+            search["two_sided_clip"].as_bool(),
+            search["joint_clip"].as_bool(),
+            search["refine"].as_u64()
+        ),
+        (Some(true), Some(false), Some(0)),
+        "{search}"
+    );
+    let opts = ["--awq-joint-clip", "--awq-refine", "1"];
+    let (searched, m, stderr) = run("searched", &opts);
+    let search = &m["calibration"]["search"];
+    assert_eq!(
+        (
+            search["two_sided_clip"].as_bool(),
+            search["joint_clip"].as_bool(),
+            search["refine"].as_u64()
+        ),
+        (Some(true), Some(true), Some(1)),
+        "{search}"
+    );
+    assert!(stderr.contains(" refined)"), "no layer reports refined scales: {stderr}");
+    assert!(plain != searched, "the search options changed nothing");
+    let _ = cmd;
+});
+
 pqtest!(awq_bad_options_fail_cleanly, |dir, cmd| {
     let model = fixture("llama");
     let out = dir.path().join("out");
@@ -307,7 +356,7 @@ pqtest!(awq_bad_options_fail_cleanly, |dir, cmd| {
     std::fs::write(&empty, "  \n").unwrap();
     let short = dir.path().join("short.txt");
     std::fs::write(&short, "once upon a time").unwrap();
-    let cases: [(&[&str], &[&str], String); 9] = [
+    let cases: [(&[&str], &[&str], String); 11] = [
         (
             &["cpu-int4"],
             &["--algo", "awq", "--calib", "/no/such/file.txt"],
@@ -338,6 +387,16 @@ pqtest!(awq_bad_options_fail_cleanly, |dir, cmd| {
             &["cpu-int4"],
             &["--calib-samples", "4"],
             "--calib-samples applies to targets quantized with AWQ".into(),
+        ),
+        (
+            &["dml-int4"],
+            &["--awq-refine", "101"],
+            "--awq-refine 101: expected 0 to 100 sweeps".into(),
+        ),
+        (
+            &["cpu-int4"],
+            &["--awq-joint-clip"],
+            "--awq-joint-clip applies to targets quantized with AWQ".into(),
         ),
         (&["gguf-q8_0"], &["--algo", "awq"], "--algo applies to int4 targets".into()),
         (&["cuda-fp16", "gguf-f16"], &["--algo", "awq"], "--algo applies to int4 targets".into()),

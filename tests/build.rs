@@ -141,6 +141,13 @@ pqtest!(build_six_targets_verified_then_skipped, |dir, cmd| {
     .unwrap();
     assert_eq!(dml["scheme"]["weights"]["algo"], "awq");
     assert_eq!(dml["calibration"]["samples"], 8);
+    // The search settings, the defaults here.
+    let search = &dml["calibration"]["search"];
+    assert_eq!((search["grid"].as_u64(), search["refine"].as_u64()), (Some(20), Some(0)));
+    assert_eq!(
+        (search["joint_clip"].as_bool(), search["two_sided_clip"].as_bool()),
+        (Some(false), Some(true))
+    );
     assert_eq!(dml["calibration"]["text"]["sha256"], sha256(&dir.path().join("calib.txt")));
     let layers = dml["awq"]["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 5);
@@ -264,7 +271,7 @@ pqtest!(interrupted_build_leaves_no_artefact_without_manifest, |dir, cmd| {
 pqtest!(build_config_errors_are_one_line, |dir, cmd| {
     let _ = cmd;
     let model = fixture("phi3");
-    let cases: [(&str, &str); 7] = [
+    let cases: [(&str, &str); 9] = [
         ("[[target]]\nname = \"cpu-int4\"\nblock = 3\n", "unknown field `block`"),
         ("[[target]\n", "(line 2)"),
         ("", "lists no [[target]]"),
@@ -275,7 +282,15 @@ pqtest!(build_config_errors_are_one_line, |dir, cmd| {
         ("[[target]]\nname = \"cpu-fp32\"\nalgo = \"awq\"\n", "algo applies to int4 targets"),
         (
             "[calibration]\nsamples = 4\n[[target]]\nname = \"cpu-fp32\"\n",
-            "applies to targets quantized with AWQ",
+            "[calibration] samples applies to targets quantized with AWQ",
+        ),
+        (
+            "[calibration]\njoint_clip = true\n[[target]]\nname = \"cpu-int4\"\n",
+            "[calibration] joint_clip applies to targets quantized with AWQ",
+        ),
+        (
+            "[calibration]\nrefine = 101\n[[target]]\nname = \"dml-int4\"\n",
+            "--awq-refine 101: expected 0 to 100 sweeps",
         ),
         ("[[target]]\nname = \"cpu-int4\"\noutput = \"../x\"\n", "expected a plain folder name"),
     ];

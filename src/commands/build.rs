@@ -32,6 +32,8 @@ use super::{
 ///   file = "calib.txt"
 ///   samples = 128
 ///   len = 512
+///   joint_clip = false                           # AWQ search options, as --awq-*
+///   refine = 0
 ///
 ///   [verify]                                     # verify every artefact (omit to skip)
 ///   corpus = "wiki.test.raw"
@@ -288,12 +290,10 @@ pub fn exec(args: Args, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     let mut calib = config.calibration.clone();
     calib.calib = calib.calib.as_deref().map(rel);
-    if let Some(key) = calib.first_given().filter(|_| !jobs.iter().any(|j| j.plan.awq())) {
-        let key = key.trim_start_matches("--calib").trim_start_matches('-');
+    if let Some((_, key)) = calib.first_given().filter(|_| !jobs.iter().any(|j| j.plan.awq())) {
         anyhow::bail!(
-            "{}: [calibration] {} applies to targets quantized with AWQ; none is",
+            "{}: [calibration] {key} applies to targets quantized with AWQ; none is",
             args.config.display(),
-            if key.is_empty() { "file" } else { key }
         );
     }
     calib.check()?;

@@ -176,7 +176,7 @@ fn check_options(args: &Args, plans: &[(String, Plan)]) -> anyhow::Result<()> {
              have no 4-bit rounding to search)"
         );
     }
-    if let Some(opt) = args.calib.first_given()
+    if let Some((opt, _)) = args.calib.first_given()
         && !plans.iter().any(|(_, p)| p.awq())
     {
         anyhow::bail!(

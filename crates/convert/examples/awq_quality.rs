@@ -11,7 +11,9 @@
 //!
 //! Prints one JSON line per variant (`fp`, `rtn-asym`, `awq-asym`, `rtn-sym`, `awq-sym`).
 //! Options: `--only asym|sym`, `--loss-tokens N`, `--grid N`, `--no-clip`, `--no-duo`,
-//! `--propagation quantized|float`, `--joint-clip`, `--two-sided-clip`, `--refine SWEEPS` (the
+//! `--propagation quantized|float`, `--joint-clip`, `--symmetric-clip` (the reference's clipping
+//! search for asymmetric formats too; `--two-sided-clip`, now the default, is accepted so that
+//! older commands run unchanged), `--refine SWEEPS` (the
 //! per-channel refinement of the scales), `--fp16-scales` (the fp16-I/O targets' quantizer),
 //! `--linears q,k,v,o,gate,up,down` (only those quantized).
 
@@ -90,6 +92,9 @@ fn parse() -> Result<Args> {
             }
             "--two-sided-clip" => {
                 a.options.two_sided_clip(true);
+            }
+            "--symmetric-clip" => {
+                a.options.two_sided_clip(false);
             }
             "--refine" => {
                 a.options.refine(value()?.parse()?);
