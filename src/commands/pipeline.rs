@@ -15,11 +15,11 @@ use std::{
 
 use anyhow::Context;
 use phiquant_convert::{
-    Algo, ArtefactFormat, FileRecord, Manifest, ManifestInputs, QuantOverrides, ScratchFile,
-    SourceModel, SourceRecord, Staged, Target, Weights,
+    Algo, ArtefactFormat, Error as ConvertError, FileRecord, Manifest, ManifestInputs,
+    QuantOverrides, ScratchFile, SourceModel, SourceRecord, Staged, Target, Weights,
     awq::{
         AwqOptions, AwqOptionsBuilder, Calibration, DEFAULT_CALIB_LEN, DEFAULT_CALIB_SAMPLES,
-        LinearQuantizers, MAX_REFINE, awq_transform, check_calib_shape,
+        LinearQuantizers, awq_transform, check_calib_shape,
     },
     find_target,
     gguf::{GgufScheme, export_gguf},
@@ -230,17 +230,20 @@ impl CalibArgs {
         .next()
     }
 
-    /// The AWQ search settings: the defaults with the options given.
+    /// The AWQ search settings: the defaults with the options given. A value out of range is
+    /// refused under its option's name.
     pub fn search(&self) -> anyhow::Result<AwqOptions> {
         let mut b = AwqOptionsBuilder::new();
         b.joint_clip(self.joint_clip);
         if let Some(n) = self.refine {
-            if n > MAX_REFINE {
-                anyhow::bail!("--awq-refine {n}: expected 0 to {MAX_REFINE} sweeps");
-            }
             b.refine(n);
         }
-        Ok(b.build()?)
+        b.build().map_err(|e| match e {
+            ConvertError::AwqSetting { setting: "refine", value, expected } => {
+                anyhow::anyhow!("--awq-refine {value}: {expected}")
+            }
+            e => e.into(),
+        })
     }
 
     /// Windows and tokens per window: as given, else 128 and 512 (or the model's context when
@@ -289,7 +292,7 @@ pub struct Settings<'a> {
 /// at the first manifest.
 pub struct SourceDigests {
     ready: Option<SourceRecord>,
-    pending: Option<std::thread::JoinHandle<Result<SourceRecord, phiquant_convert::Error>>>,
+    pending: Option<std::thread::JoinHandle<Result<SourceRecord, ConvertError>>>,
 }
 
 impl SourceDigests {
@@ -312,6 +315,8 @@ pub struct Prepared {
     pub inputs: Vec<ManifestInputs>,
     pub current: Vec<Option<Manifest>>,
     calib_text: Option<String>,
+    /// The AWQ search settings, checked once.
+    search: AwqOptions,
 }
 
 /// Resolves and opens the model, hashes its files, and finds which artefacts are current.
@@ -369,13 +374,14 @@ pub fn prepare(jobs: &[Job], s: &Settings<'_>, progress: &Progress) -> anyhow::R
         };
         current.push(found);
     }
-    Ok(Prepared { model, source, inputs, current, calib_text })
+    Ok(Prepared { model, source, inputs, current, calib_text, search })
 }
 
 /// Runs `jobs`: every artefact written (or skipped as current), verified when asked, with its
 /// manifest. Prints a line (or with --json, an object) per artefact on stdout.
 pub fn run(jobs: &[Job], s: &Settings<'_>, progress: &Progress) -> anyhow::Result<ExitCode> {
-    let Prepared { model, mut source, inputs, current, calib_text } = prepare(jobs, s, progress)?;
+    let Prepared { model, mut source, inputs, current, calib_text, search } =
+        prepare(jobs, s, progress)?;
 
     // The AWQ quantizers and the calibration windows, before anything is written.
     let keys = jobs
@@ -435,7 +441,7 @@ pub fn run(jobs: &[Job], s: &Settings<'_>, progress: &Progress) -> anyhow::Resul
                 None => {
                     let calib =
                         calib.as_ref().context("internal error: AWQ without calibration")?;
-                    let (m, r) = run_awq(job, key, &model, calib, &s.calib.search()?, progress)?;
+                    let (m, r) = run_awq(job, key, &model, calib, &search, progress)?;
                     let m = Arc::new(m);
                     transformed.push((key.clone(), target.clone(), Arc::clone(&m), r.clone()));
                     (Some(m), Some(r))

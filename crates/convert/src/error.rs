@@ -133,6 +133,17 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
+    /// An AWQ search setting out of its range.
+    #[error("AWQ {setting} {value}: {expected}")]
+    AwqSetting {
+        /// The setting, as [`crate::awq::AwqOptionsBuilder`] names it (`grid`, `refine`,
+        /// `loss_tokens`), so that a caller can name its own option for it.
+        setting: &'static str,
+        /// The value given.
+        value: usize,
+        /// The range accepted.
+        expected: String,
+    },
     /// An artefact on disk that cannot be described (no weights, an unreadable graph).
     #[error("{}: {reason}", path.display())]
     Artefact {

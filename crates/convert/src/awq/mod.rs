@@ -242,26 +242,19 @@ impl AwqOptionsBuilder {
         self
     }
 
-    /// Checks the settings.
+    /// Checks the settings: one out of range is refused as [`Error::AwqSetting`].
     pub fn build(&self) -> Result<AwqOptions, Error> {
         let o = &self.options;
+        let refuse =
+            |setting, value, expected: String| Err(Error::AwqSetting { setting, value, expected });
         if o.grid == 0 || o.grid > MAX_GRID {
-            return Err(Error::Calibration {
-                option: format!("AWQ grid {}", o.grid),
-                reason: format!("expected 1 to {MAX_GRID} points"),
-            });
+            return refuse("grid", o.grid, format!("expected 1 to {MAX_GRID} points"));
         }
         if o.refine > MAX_REFINE {
-            return Err(Error::Calibration {
-                option: format!("AWQ refinement sweeps {}", o.refine),
-                reason: format!("expected 0 to {MAX_REFINE}"),
-            });
+            return refuse("refine", o.refine, format!("expected 0 to {MAX_REFINE} sweeps"));
         }
         if o.loss_tokens == 0 {
-            return Err(Error::Calibration {
-                option: "AWQ loss tokens 0".into(),
-                reason: "expected at least one token".into(),
-            });
+            return refuse("loss_tokens", 0, "expected at least one token".into());
         }
         Ok(o.clone())
     }
@@ -479,11 +472,18 @@ mod tests {
     #[test]
     fn options_out_of_range_are_refused_by_name() {
         let refused = |b: &mut AwqOptionsBuilder| b.build().unwrap_err().to_string();
-        assert!(refused(AwqOptionsBuilder::new().grid(0)).contains("AWQ grid 0"));
+        assert_eq!(
+            refused(AwqOptionsBuilder::new().grid(0)),
+            "AWQ grid 0: expected 1 to 1000 points"
+        );
         assert!(refused(AwqOptionsBuilder::new().grid(MAX_GRID + 1)).contains("expected 1 to"));
-        assert!(refused(AwqOptionsBuilder::new().loss_tokens(0)).contains("AWQ loss tokens 0"));
-        let e = refused(AwqOptionsBuilder::new().refine(MAX_REFINE + 1));
-        assert!(e.contains("AWQ refinement sweeps 101") && e.contains("expected 0 to 100"), "{e}");
+        assert!(refused(AwqOptionsBuilder::new().loss_tokens(0)).starts_with("AWQ loss_tokens 0:"));
+        let e = AwqOptionsBuilder::new().refine(MAX_REFINE + 1).build().unwrap_err();
+        assert!(
+            matches!(e, Error::AwqSetting { setting: "refine", value: 101, .. }),
+            "{e}: the setting is named for callers to map to their options"
+        );
+        assert_eq!(e.to_string(), "AWQ refine 101: expected 0 to 100 sweeps");
         let o = AwqOptionsBuilder::new().refine(2).build().unwrap();
         assert_eq!((o.refine(), AwqOptions::default().refine()), (2, 0));
     }
