@@ -16,6 +16,8 @@
 //! extra cost per grid point. Sums are accumulated in a fixed order, in f64 where they run over
 //! tokens, so that results never depend on the thread count.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use crate::{Error, FakeQuant, dot, matmul_xwt};
@@ -212,10 +214,10 @@ pub fn gram_error(w: &[f32], w_hat: &[f32], g: &[f32], cols: usize) -> Result<f6
 /// What a clipping search did to one matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ClipOutcome {
-    /// The output error of the quantized blocks without clipping (the sum over blocks of
-    /// `dᵀ G_bb d`, `G_bb` the block's diagonal block of the Gram matrix).
+    /// The output error of the quantized rows without clipping, `sum_r e_rᵀ G e_r` (`e_r` the
+    /// row's quantization error).
     pub error_before: f64,
-    /// The same error with the chosen thresholds.
+    /// The same error with the chosen ranges.
     pub error_after: f64,
     /// Blocks whose threshold was lowered.
     pub clipped_blocks: usize,
@@ -259,11 +261,20 @@ impl ClipMode {
     }
 }
 
-/// AWQ's clipping search: for every row and every block of `w` (`rows x cols`, blocks as `fq`
-/// lays them out), clamps the block to each candidate range of `mode`, fake-quantizes it, and
-/// keeps the range whose error against the unclipped weights, `dᵀ G_bb d`, is least (the first
-/// on ties, so no clipping unless it helps; llm-awq `auto_clip_layer`, which measures the same
-/// per-block error on sampled tokens). `w` is clamped in place. Float formats are left alone.
+/// AWQ's clipping search, with the row's blocks chosen together. For every row of `w`
+/// (`rows x cols`, blocks as `fq` lays them out) and every block, each candidate range of `mode`
+/// is clamped and fake-quantized; first each block takes the range whose own error `dᵀ G_bb d`
+/// is least (llm-awq `auto_clip_layer`, which measures the same per-block error on sampled
+/// tokens), then coordinate descent over the row's blocks (at most [`CLIP_SWEEPS`] sweeps,
+/// fewer when one changes nothing) re-chooses each block's range on the whole row's output error
+/// `eᵀ G e`, the other blocks' errors held: blocks whose inputs are correlated can cancel part
+/// of each other's error, which the per-block error cannot see. A range is only replaced by one
+/// with a strictly lower error (the first on ties, so no clipping unless it helps). `w` is
+/// clamped in place. Float formats are left alone.
+///
+/// Rows are independent and each is searched in a fixed order, so the result does not depend on
+/// the thread count. The candidates' error vectors are held for a bounded number of rows at a
+/// time.
 pub fn clip_search(
     w: &mut [f32],
     cols: usize,
@@ -282,71 +293,186 @@ pub fn clip_search(
     if fq.clip_len().is_none() {
         return Ok(ClipOutcome::default());
     }
-    let cands = mode.candidates();
-    let steps = cands.len();
-    let rows = w.len() / cols;
-    let mut out = ClipOutcome { blocks: rows * fq.blocks(cols).count(), ..Default::default() };
-    for r in fq.blocks(cols) {
-        let n = r.len();
-        // G's diagonal block for these columns.
-        let mut gb = Vec::with_capacity(n * n);
-        for i in r.clone() {
-            gb.extend_from_slice(&g[i * cols + r.start..i * cols + r.end]);
+    let blocks: Vec<Range<usize>> = fq.blocks(cols).collect();
+    // G's diagonal block for each block's columns.
+    let g_bb: Vec<Vec<f32>> = blocks
+        .iter()
+        .map(|r| {
+            r.clone().flat_map(|i| &g[i * cols + r.start..i * cols + r.end]).copied().collect()
+        })
+        .collect();
+    let search =
+        ClipRows { cols, fq, g, g_bb: &g_bb, blocks: &blocks, mode, cands: mode.candidates() };
+    let steps = search.cands.len();
+    let chunk_rows = (CLIP_CHUNK_FLOATS / (steps * cols).max(1)).max(1);
+    let mut out = ClipOutcome { blocks: w.len() / cols * blocks.len(), ..Default::default() };
+    let (mut d, mut dg) = (Vec::new(), Vec::new());
+    for chunk in w.chunks_mut(chunk_rows * cols) {
+        let rows = chunk.len() / cols;
+        d.resize(rows * steps * cols, 0f32);
+        dg.resize(rows * steps * cols, 0f32);
+        // Every row's error vector for every candidate, block by block (block `b` of the chunk
+        // at `rows * steps * start_b`, row-major by row then candidate), then all the products
+        // with G_bb in one matrix product per block.
+        for (b, r) in blocks.iter().enumerate() {
+            let (n, at) = (r.len(), rows * steps * r.start);
+            let (db, dgb) = (&mut d[at..at + rows * steps * n], &mut dg[at..at + rows * steps * n]);
+            db.par_chunks_mut(steps * n)
+                .zip(chunk.par_chunks(cols))
+                .for_each(|(d, row)| search.candidate_errors(b, &row[r.clone()], d));
+            matmul_xwt(db, rows * steps, n, &g_bb[b], n, dgb)?;
         }
-        let extremes =
-            |x: &[f32]| x.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        // Every row's error vector for every candidate, then all the products with G_bb in
-        // one matrix product.
-        let mut d = vec![0f32; rows * steps * n];
-        d.par_chunks_mut(steps * n).zip(w.par_chunks(cols)).for_each(|(d, row)| {
-            let x = &row[r.clone()];
-            let (min, max) = extremes(x);
-            let mut buf = vec![0f32; n];
-            for (&c, d) in cands.iter().zip(d.chunks_exact_mut(n)) {
-                let (lo, hi) = mode.range(min, max, c);
-                for (b, &v) in buf.iter_mut().zip(x) {
-                    *b = v.max(lo).min(hi);
-                }
-                fq.apply_block(&buf, d);
-                for (dd, &v) in d.iter_mut().zip(x) {
-                    *dd -= v;
-                }
-            }
-        });
-        let mut dg = vec![0f32; d.len()];
-        matmul_xwt(&d, rows * steps, n, &gb, n, &mut dg)?;
-        let picks: Vec<(f64, f64, bool)> = w
+        let (d, dg) = (&d[..], &dg[..]);
+        let picks: Vec<(f64, f64, usize)> = chunk
             .par_chunks_mut(cols)
-            .zip(d.par_chunks(steps * n).zip(dg.par_chunks(steps * n)))
-            .map(|(row, (d, dg))| {
-                let x = &mut row[r.clone()];
-                let (min, max) = extremes(x);
-                let errs = d.chunks_exact(n).zip(dg.chunks_exact(n)).map(|(a, b)| dot(a, b) as f64);
-                let (mut best, mut best_i, mut first) = (f64::INFINITY, 0, 0.0);
-                for (i, e) in errs.enumerate() {
-                    if i == 0 {
-                        first = e;
-                    }
-                    if e < best {
-                        (best, best_i) = (e, i);
-                    }
-                }
-                if best_i > 0 {
-                    let (lo, hi) = mode.range(min, max, cands[best_i]);
-                    for v in x.iter_mut() {
-                        *v = v.max(lo).min(hi);
-                    }
-                }
-                (first, best, best_i > 0)
-            })
+            .enumerate()
+            .map(|(i, row)| search.row(row, i, rows, d, dg))
             .collect();
         for (before, after, clipped) in picks {
             out.error_before += before;
             out.error_after += after;
-            out.clipped_blocks += usize::from(clipped);
+            out.clipped_blocks += clipped;
         }
     }
     Ok(out)
+}
+
+/// Error vectors (floats) the clipping search holds at once: rows are searched in chunks of at
+/// most this many candidates' errors.
+const CLIP_CHUNK_FLOATS: usize = 1 << 22;
+
+/// The most sweeps of the clipping search's pass over a row's blocks.
+pub const CLIP_SWEEPS: usize = 4;
+
+/// What the clipping search needs for every row.
+struct ClipRows<'a> {
+    cols: usize,
+    fq: &'a FakeQuant,
+    g: &'a [f32],
+    g_bb: &'a [Vec<f32>],
+    blocks: &'a [Range<usize>],
+    mode: ClipMode,
+    cands: Vec<(f32, f32)>,
+}
+
+impl ClipRows<'_> {
+    /// The error of block `b` of a row (its values `x`) for every candidate, `Q(clamp(x)) - x`,
+    /// into `d` (`candidates x n`).
+    fn candidate_errors(&self, b: usize, x: &[f32], d: &mut [f32]) {
+        let n = x.len();
+        debug_assert_eq!(n, self.blocks[b].len());
+        let (min, max) = extremes(x);
+        let mut buf = vec![0f32; n];
+        for (&c, d) in self.cands.iter().zip(d.chunks_exact_mut(n)) {
+            let (lo, hi) = self.mode.range(min, max, c);
+            for (b, &v) in buf.iter_mut().zip(x) {
+                *b = v.max(lo).min(hi);
+            }
+            self.fq.apply_block(&buf, d);
+            for (dd, &v) in d.iter_mut().zip(x) {
+                *dd -= v;
+            }
+        }
+    }
+
+    /// Searches row `i` of a chunk of `rows` whose candidate errors are `d` and `d G_bb` `dg`;
+    /// clamps the row and returns its output error without and with clipping and the number of
+    /// blocks clipped.
+    fn row(
+        &self,
+        row: &mut [f32],
+        i: usize,
+        rows: usize,
+        d: &[f32],
+        dg: &[f32],
+    ) -> (f64, f64, usize) {
+        let (cols, steps) = (self.cols, self.cands.len());
+        // Candidate `c`'s error vector of block `b`, and its own error `dᵀ G_bb d`.
+        let at = |b: usize, c: usize| {
+            let r = &self.blocks[b];
+            let start = rows * steps * r.start + (i * steps + c) * r.len();
+            start..start + r.len()
+        };
+        let own: Vec<Vec<f32>> = (0..self.blocks.len())
+            .map(|b| (0..steps).map(|c| dot(&d[at(b, c)], &dg[at(b, c)])).collect())
+            .collect();
+        // Each block's own best first, the first on ties.
+        let mut pick: Vec<usize> = own
+            .iter()
+            .map(|e| (1..steps).fold(0, |best, c| if e[c] < e[best] { c } else { best }))
+            .collect();
+        // The row's error vector `e` and `G e`, from no clipping on.
+        let mut e = vec![0f32; cols];
+        for (b, r) in self.blocks.iter().enumerate() {
+            e[r.clone()].copy_from_slice(&d[at(b, 0)]);
+        }
+        let mut ge: Vec<f32> = self.g.chunks_exact(cols).map(|gk| dot(gk, &e)).collect();
+        let before = dot(&e, &ge) as f64;
+        let set = |b: usize, c: usize, e: &mut [f32], ge: &mut [f32]| {
+            let r = self.blocks[b].clone();
+            for (j, &v) in r.clone().zip(&d[at(b, c)]) {
+                let delta = v - e[j];
+                if delta != 0.0 {
+                    for (a, &gv) in ge.iter_mut().zip(&self.g[j * cols..(j + 1) * cols]) {
+                        *a += delta * gv;
+                    }
+                }
+                e[j] = v;
+            }
+        };
+        for (b, &c) in pick.iter().enumerate() {
+            if c != 0 {
+                set(b, c, &mut e, &mut ge);
+            }
+        }
+        if self.blocks.len() > 1 {
+            for _ in 0..CLIP_SWEEPS {
+                let mut changed = false;
+                for (b, r) in self.blocks.iter().enumerate() {
+                    let n = r.len();
+                    // What the other blocks contribute to `(G e)_b`.
+                    let eb = &e[r.clone()];
+                    let cross: Vec<f32> = (0..n)
+                        .map(|j| ge[r.start + j] - dot(&self.g_bb[b][j * n..(j + 1) * n], eb))
+                        .collect();
+                    let score =
+                        |c: usize| own[b][c] as f64 + 2.0 * dot(&d[at(b, c)], &cross) as f64;
+                    let (mut best, mut best_c) = (score(pick[b]), pick[b]);
+                    for c in 0..steps {
+                        let s = score(c);
+                        if s < best {
+                            (best, best_c) = (s, c);
+                        }
+                    }
+                    if best_c != pick[b] {
+                        set(b, best_c, &mut e, &mut ge);
+                        pick[b] = best_c;
+                        changed = true;
+                    }
+                }
+                if !changed {
+                    break;
+                }
+            }
+        }
+        let after = dot(&e, &ge) as f64;
+        for (b, r) in self.blocks.iter().enumerate() {
+            if pick[b] != 0 {
+                let x = &mut row[r.clone()];
+                let (min, max) = extremes(x);
+                let (lo, hi) = self.mode.range(min, max, self.cands[pick[b]]);
+                for v in x.iter_mut() {
+                    *v = v.max(lo).min(hi);
+                }
+            }
+        }
+        (before, after, pick.iter().filter(|&&c| c != 0).count())
+    }
+}
+
+/// The least and greatest values of `x`.
+fn extremes(x: &[f32]) -> (f32, f32) {
+    x.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
 
 #[cfg(test)]
@@ -488,6 +614,10 @@ mod tests {
             let full = gram_error(&orig, &q, &g, cols).unwrap();
             let full0 = gram_error(&orig, &q0, &g, cols).unwrap();
             assert!(full < full0, "{fq:?}: {full} vs {full0}");
+            // The reported errors are the rows' whole output errors.
+            for (got, want) in [(out.error_before, full0), (out.error_after, full)] {
+                assert!((got - want).abs() <= 1e-4 * want, "{fq:?}: {got} vs {want}");
+            }
         }
         // Float formats have nothing to clip.
         let mut f = w.clone();
@@ -495,5 +625,59 @@ mod tests {
             clip_search(&mut f, cols, &FakeQuant::Ggml(BlockFormat::F16), &g, ClipMode::TwoSided)
                 .unwrap();
         assert_eq!((out.blocks, f), (0, w));
+    }
+
+    #[test]
+    fn blocks_chosen_together_cancel_errors_the_per_block_search_cannot_see() {
+        // Inputs whose channels share a common component, so that the blocks' errors add up
+        // through the Gram matrix's off-diagonal blocks.
+        let (t, rows, cols, group) = (256, 16, 96, 32);
+        let z = noise(t, 6);
+        let eps = noise(t * cols, 7);
+        let x: Vec<f32> = (0..t * cols).map(|i| z[i / cols] + 0.3 * eps[i] + 0.2).collect();
+        let mut w = noise(rows * cols, 8);
+        for r in 0..rows {
+            w[r * cols + (r * 7) % cols] = 2.5;
+        }
+        let mut gram = Gram::new(cols);
+        gram.add(&x);
+        let g = gram.matrix();
+        for (fq, mode) in [
+            (
+                FakeQuant::NBits(NBitsScheme::new(4, group, false, ScaleType::F32).unwrap()),
+                ClipMode::TwoSided,
+            ),
+            (FakeQuant::Ggml(BlockFormat::Q4_0), ClipMode::Symmetric),
+        ] {
+            let group = fq.blocks(cols).next().unwrap().len();
+            // Each block searched on its own: a matrix of that block's columns, and G_bb.
+            let mut alone = w.clone();
+            for r in fq.blocks(cols) {
+                let n = r.len();
+                let mut part: Vec<f32> =
+                    w.chunks_exact(cols).flat_map(|row| row[r.clone()].to_vec()).collect();
+                let g_bb: Vec<f32> = r
+                    .clone()
+                    .flat_map(|i| g[i * cols + r.start..i * cols + r.end].to_vec())
+                    .collect();
+                clip_search(&mut part, n, &fq, &g_bb, mode).unwrap();
+                for (row, p) in alone.chunks_exact_mut(cols).zip(part.chunks_exact(n)) {
+                    row[r.clone()].copy_from_slice(p);
+                }
+            }
+            let mut together = w.clone();
+            let out = clip_search(&mut together, cols, &fq, &g, mode).unwrap();
+            let error = |clipped: &[f32]| {
+                let mut q = vec![0f32; w.len()];
+                fq.apply(clipped, cols, &mut q).unwrap();
+                gram_error(&w, &q, &g, cols).unwrap()
+            };
+            let (e_alone, e_together) = (error(&alone), error(&together));
+            assert!(
+                e_together < 0.9 * e_alone,
+                "{fq:?} (group {group}): {e_together} vs {e_alone}"
+            );
+            assert!((out.error_after - e_together).abs() <= 1e-4 * e_together, "{out:?}");
+        }
     }
 }

@@ -29,7 +29,8 @@
 //!   by coordinate descent on the same loss;
 //! - a clipping search per row and block (the target's blocks, a shorter last one included)
 //!   on v, o, gate, up and down (for formats with a zero point or a minimum, the block's
-//!   maximum and minimum shrunk separately);
+//!   maximum and minimum shrunk separately), each block's range chosen first on its own error
+//!   and then with the row's other blocks on the whole row's output error;
 //! - the full-precision layer's output is the next layer's input (or, as an option, the
 //!   output with the quantized weights).
 //!
