@@ -1,7 +1,7 @@
-//! Quantization throughput: `cargo bench -p phiquant-quant`.
+//! Quantization throughput and the AWQ clipping search: `cargo bench -p phiquant-quant`.
 
 use criterion::criterion_main;
 
 mod benchmarks;
 
-criterion_main!(benchmarks::quantize::benches);
+criterion_main!(benchmarks::quantize::benches, benchmarks::clip::benches);

@@ -20,7 +20,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::{Error, FakeQuant, dot, matmul_xwt};
+use crate::{Error, FakeQuant, dot, linalg::matmul_xw, matmul_xwt};
 
 /// Points of AWQ's scale grid: `a = i / 20` for `i` in `0..20` (llm-awq and AutoAWQ use 20).
 pub const AWQ_GRID: usize = 20;
@@ -272,9 +272,11 @@ impl ClipMode {
 /// with a strictly lower error (the first on ties, so no clipping unless it helps). `w` is
 /// clamped in place. Float formats are left alone.
 ///
-/// Rows are independent and each is searched in a fixed order, so the result does not depend on
-/// the thread count. The candidates' error vectors are held for a bounded number of rows at a
-/// time.
+/// Rows are searched in chunks whose candidates' error vectors fit in [`CLIP_CHUNK_FLOATS`];
+/// within a chunk the products with G are matrix products over all its rows (G is read once per
+/// chunk, not once per row), and the rows take each step of the descent together. Chunks are
+/// sized by memory, never by the thread count, and every reduction runs in a fixed order, so
+/// the result does not depend on the thread count.
 pub fn clip_search(
     w: &mut [f32],
     cols: usize,
@@ -303,32 +305,86 @@ pub fn clip_search(
         .collect();
     let search =
         ClipRows { cols, fq, g, g_bb: &g_bb, blocks: &blocks, mode, cands: mode.candidates() };
-    let steps = search.cands.len();
+    let (steps, nb) = (search.cands.len(), blocks.len());
     let chunk_rows = (CLIP_CHUNK_FLOATS / (steps * cols).max(1)).max(1);
-    let mut out = ClipOutcome { blocks: w.len() / cols * blocks.len(), ..Default::default() };
-    let (mut d, mut dg) = (Vec::new(), Vec::new());
+    let mut out = ClipOutcome { blocks: w.len() / cols * nb, ..Default::default() };
+    let (mut d, mut dg, mut own) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut e, mut ge) = (Vec::new(), Vec::new());
     for chunk in w.chunks_mut(chunk_rows * cols) {
         let rows = chunk.len() / cols;
         d.resize(rows * steps * cols, 0f32);
-        dg.resize(rows * steps * cols, 0f32);
+        own.resize(rows * nb * steps, 0f64);
         // Every row's error vector for every candidate, block by block (block `b` of the chunk
-        // at `rows * steps * start_b`, row-major by row then candidate), then all the products
-        // with G_bb in one matrix product per block.
+        // at `rows * steps * start_b`, row-major by row then candidate), and each one's own
+        // error `dᵀ G_bb d` (`own[(row * nb + b) * steps + c]`), through one matrix product
+        // with G_bb per block.
         for (b, r) in blocks.iter().enumerate() {
             let (n, at) = (r.len(), rows * steps * r.start);
-            let (db, dgb) = (&mut d[at..at + rows * steps * n], &mut dg[at..at + rows * steps * n]);
+            let db = &mut d[at..at + rows * steps * n];
             db.par_chunks_mut(steps * n)
                 .zip(chunk.par_chunks(cols))
                 .for_each(|(d, row)| search.candidate_errors(b, &row[r.clone()], d));
-            matmul_xwt(db, rows * steps, n, &g_bb[b], n, dgb)?;
+            dg.resize(rows * steps * n, 0f32);
+            matmul_xwt(db, rows * steps, n, &g_bb[b], n, &mut dg)?;
+            let (db, dg) = (&*db, &dg[..]);
+            own.par_chunks_mut(nb * steps).enumerate().for_each(|(i, own)| {
+                let at = i * steps * n;
+                for (c, o) in own[b * steps..(b + 1) * steps].iter_mut().enumerate() {
+                    let v = at + c * n..at + (c + 1) * n;
+                    *o = dot(&db[v.clone()], &dg[v]) as f64;
+                }
+            });
         }
-        let (d, dg) = (&d[..], &dg[..]);
-        let picks: Vec<(f64, f64, usize)> = chunk
-            .par_chunks_mut(cols)
-            .enumerate()
-            .map(|(i, row)| search.row(row, i, rows, d, dg))
+        let (d, own) = (&d[..], &own[..]);
+        // Each block's own best first (the first on ties), then the rows' error vectors with
+        // no clipping and with those choices, and their products with G, as matrix products.
+        let mut picks: Vec<Vec<usize>> = own
+            .par_chunks(nb * steps)
+            .map(|own| {
+                own.chunks_exact(steps)
+                    .map(|e| (1..steps).fold(0, |best, c| if e[c] < e[best] { c } else { best }))
+                    .collect()
+            })
             .collect();
-        for (before, after, clipped) in picks {
+        e.resize(2 * rows * cols, 0f32);
+        ge.resize(2 * rows * cols, 0f32);
+        let (e0, e1) = e.split_at_mut(rows * cols);
+        for (i, (e0, e1)) in e0.chunks_exact_mut(cols).zip(e1.chunks_exact_mut(cols)).enumerate() {
+            for (b, r) in blocks.iter().enumerate() {
+                e0[r.clone()].copy_from_slice(&d[search.at(rows, i, b, 0)]);
+                e1[r.clone()].copy_from_slice(&d[search.at(rows, i, b, picks[i][b])]);
+            }
+        }
+        matmul_xwt(&e, 2 * rows, cols, g, cols, &mut ge)?;
+        let (e0, e1) = e.split_at_mut(rows * cols);
+        let (ge0, ge1) = ge.split_at_mut(rows * cols);
+        let before: Vec<f64> = e0
+            .par_chunks(cols)
+            .zip(ge0.par_chunks(cols))
+            .map(|(e, ge)| dot(e, ge) as f64)
+            .collect();
+        if nb > 1 {
+            search.sweeps(rows, d, own, &mut picks, e1, ge1)?;
+        }
+        // Clamp each row to its chosen ranges.
+        chunk.par_chunks_mut(cols).zip(&picks).for_each(|(row, pick)| {
+            let mut buf = Vec::new();
+            for (r, &c) in blocks.iter().zip(pick).filter(|&(_, &c)| c != 0) {
+                buf.clear();
+                buf.extend_from_slice(&row[r.clone()]);
+                search.clamp(&buf, extremes(&buf), c, &mut row[r.clone()]);
+            }
+        });
+        let found: Vec<(f64, f64, usize)> = e1
+            .par_chunks(cols)
+            .zip(ge1.par_chunks(cols))
+            .zip(&picks)
+            .zip(&before)
+            .map(|(((e, ge), pick), &before)| {
+                (before, dot(e, ge) as f64, pick.iter().filter(|&&c| c != 0).count())
+            })
+            .collect();
+        for (before, after, clipped) in found {
             out.error_before += before;
             out.error_after += after;
             out.clipped_blocks += clipped;
@@ -337,9 +393,10 @@ pub fn clip_search(
     Ok(out)
 }
 
-/// Error vectors (floats) the clipping search holds at once: rows are searched in chunks of at
-/// most this many candidates' errors.
-const CLIP_CHUNK_FLOATS: usize = 1 << 22;
+/// Error vectors (floats) the clipping search holds at once (64 MiB): rows are searched in chunks
+/// of at most this many candidates' errors, at least one row. For K = 8192 and the two-sided
+/// search's 100 candidates that is 20 rows.
+const CLIP_CHUNK_FLOATS: usize = 1 << 24;
 
 /// The most sweeps of the clipping search's pass over a row's blocks.
 pub const CLIP_SWEEPS: usize = 4;
@@ -356,18 +413,31 @@ struct ClipRows<'a> {
 }
 
 impl ClipRows<'_> {
+    /// Where candidate `c`'s error vector of block `b` of row `i` sits in a chunk of `rows`.
+    fn at(&self, rows: usize, i: usize, b: usize, c: usize) -> Range<usize> {
+        let (r, steps) = (&self.blocks[b], self.cands.len());
+        let start = rows * steps * r.start + (i * steps + c) * r.len();
+        start..start + r.len()
+    }
+
+    /// `x` (a block whose extremes are `min`, `max`) clamped to candidate `c`'s range, into
+    /// `out`.
+    fn clamp(&self, x: &[f32], (min, max): (f32, f32), c: usize, out: &mut [f32]) {
+        let (lo, hi) = self.mode.range(min, max, self.cands[c]);
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v.max(lo).min(hi);
+        }
+    }
+
     /// The error of block `b` of a row (its values `x`) for every candidate, `Q(clamp(x)) - x`,
     /// into `d` (`candidates x n`).
     fn candidate_errors(&self, b: usize, x: &[f32], d: &mut [f32]) {
         let n = x.len();
         debug_assert_eq!(n, self.blocks[b].len());
-        let (min, max) = extremes(x);
+        let range = extremes(x);
         let mut buf = vec![0f32; n];
-        for (&c, d) in self.cands.iter().zip(d.chunks_exact_mut(n)) {
-            let (lo, hi) = self.mode.range(min, max, c);
-            for (b, &v) in buf.iter_mut().zip(x) {
-                *b = v.max(lo).min(hi);
-            }
+        for (c, d) in d.chunks_exact_mut(n).enumerate() {
+            self.clamp(x, range, c, &mut buf);
             self.fq.apply_block(&buf, d);
             for (dd, &v) in d.iter_mut().zip(x) {
                 *dd -= v;
@@ -375,98 +445,91 @@ impl ClipRows<'_> {
         }
     }
 
-    /// Searches row `i` of a chunk of `rows` whose candidate errors are `d` and `d G_bb` `dg`;
-    /// clamps the row and returns its output error without and with clipping and the number of
-    /// blocks clipped.
-    fn row(
+    /// Coordinate descent over the blocks of a chunk of `rows` whose candidate errors are `d`
+    /// and own errors `own`, from the blocks' own choices `picks`, with each row's error vector
+    /// `e` and `G e` (`rows x cols` each) for them. Block by block, every row re-chooses that
+    /// block's range on its whole error, the other blocks held (a range is replaced only by a
+    /// strictly better one, the first of those on ties); then the rows that changed it update
+    /// `e` and `G e` together, one product with G's rows of the block. At most [`CLIP_SWEEPS`]
+    /// sweeps; a row stops when a sweep changes nothing for it (it is at a fixed point), and
+    /// the search when every row has.
+    fn sweeps(
         &self,
-        row: &mut [f32],
-        i: usize,
         rows: usize,
         d: &[f32],
-        dg: &[f32],
-    ) -> (f64, f64, usize) {
-        let (cols, steps) = (self.cols, self.cands.len());
-        // Candidate `c`'s error vector of block `b`, and its own error `dᵀ G_bb d`.
-        let at = |b: usize, c: usize| {
-            let r = &self.blocks[b];
-            let start = rows * steps * r.start + (i * steps + c) * r.len();
-            start..start + r.len()
-        };
-        let own: Vec<Vec<f32>> = (0..self.blocks.len())
-            .map(|b| (0..steps).map(|c| dot(&d[at(b, c)], &dg[at(b, c)])).collect())
-            .collect();
-        // Each block's own best first, the first on ties.
-        let mut pick: Vec<usize> = own
-            .iter()
-            .map(|e| (1..steps).fold(0, |best, c| if e[c] < e[best] { c } else { best }))
-            .collect();
-        // The row's error vector `e` and `G e`, from no clipping on.
-        let mut e = vec![0f32; cols];
-        for (b, r) in self.blocks.iter().enumerate() {
-            e[r.clone()].copy_from_slice(&d[at(b, 0)]);
-        }
-        let mut ge: Vec<f32> = self.g.chunks_exact(cols).map(|gk| dot(gk, &e)).collect();
-        let before = dot(&e, &ge) as f64;
-        let set = |b: usize, c: usize, e: &mut [f32], ge: &mut [f32]| {
-            let r = self.blocks[b].clone();
-            for (j, &v) in r.clone().zip(&d[at(b, c)]) {
-                let delta = v - e[j];
-                if delta != 0.0 {
-                    for (a, &gv) in ge.iter_mut().zip(&self.g[j * cols..(j + 1) * cols]) {
-                        *a += delta * gv;
-                    }
-                }
-                e[j] = v;
-            }
-        };
-        for (b, &c) in pick.iter().enumerate() {
-            if c != 0 {
-                set(b, c, &mut e, &mut ge);
-            }
-        }
-        if self.blocks.len() > 1 {
-            for _ in 0..CLIP_SWEEPS {
-                let mut changed = false;
-                for (b, r) in self.blocks.iter().enumerate() {
-                    let n = r.len();
-                    // What the other blocks contribute to `(G e)_b`.
-                    let eb = &e[r.clone()];
-                    let cross: Vec<f32> = (0..n)
-                        .map(|j| ge[r.start + j] - dot(&self.g_bb[b][j * n..(j + 1) * n], eb))
-                        .collect();
-                    let score =
-                        |c: usize| own[b][c] as f64 + 2.0 * dot(&d[at(b, c)], &cross) as f64;
-                    let (mut best, mut best_c) = (score(pick[b]), pick[b]);
-                    for c in 0..steps {
-                        let s = score(c);
-                        if s < best {
-                            (best, best_c) = (s, c);
+        own: &[f64],
+        picks: &mut [Vec<usize>],
+        e: &mut [f32],
+        ge: &mut [f32],
+    ) -> Result<(), Error> {
+        let (cols, steps, nb) = (self.cols, self.cands.len(), self.blocks.len());
+        let mut moving = vec![true; rows];
+        let (mut delta, mut update) = (Vec::new(), Vec::new());
+        for _ in 0..CLIP_SWEEPS {
+            let mut changed = vec![false; rows];
+            for (b, r) in self.blocks.iter().enumerate() {
+                let n = r.len();
+                // Each moving row's better range for block `b`, if any.
+                let moves: Vec<Option<usize>> = picks
+                    .par_iter()
+                    .zip(e.par_chunks(cols).zip(ge.par_chunks(cols)))
+                    .enumerate()
+                    .map(|(i, (pick, (e, ge)))| {
+                        if !moving[i] {
+                            return None;
                         }
-                    }
-                    if best_c != pick[b] {
-                        set(b, best_c, &mut e, &mut ge);
-                        pick[b] = best_c;
-                        changed = true;
-                    }
+                        let at = |c: usize| self.at(rows, i, b, c);
+                        // What the other blocks contribute to `(G e)_b`.
+                        let eb = &e[r.clone()];
+                        let cross: Vec<f32> = (0..n)
+                            .map(|j| ge[r.start + j] - dot(&self.g_bb[b][j * n..(j + 1) * n], eb))
+                            .collect();
+                        let own = &own[(i * nb + b) * steps..(i * nb + b + 1) * steps];
+                        let score = |c: usize| own[c] + 2.0 * dot(&d[at(c)], &cross) as f64;
+                        let mut best = (score(pick[b]), pick[b]);
+                        for c in (0..steps).filter(|&c| c != pick[b]) {
+                            let s = score(c);
+                            if s < best.0 {
+                                best = (s, c);
+                            }
+                        }
+                        (best.1 != pick[b]).then_some(best.1)
+                    })
+                    .collect();
+                let movers: Vec<usize> = (0..rows).filter(|&i| moves[i].is_some()).collect();
+                if movers.is_empty() {
+                    continue;
                 }
-                if !changed {
-                    break;
+                // The movers' changes of `e` on the block, then `G e` updated by their product
+                // with G's rows of the block (G is symmetric: those rows are its columns).
+                delta.resize(movers.len() * n, 0f32);
+                for (&i, dl) in movers.iter().zip(delta.chunks_exact_mut(n)) {
+                    let c = moves[i].unwrap_or_default();
+                    let eb = &mut e[i * cols + r.start..i * cols + r.end];
+                    for ((dl, v), &new) in
+                        dl.iter_mut().zip(eb.iter_mut()).zip(&d[self.at(rows, i, b, c)])
+                    {
+                        *dl = new - *v;
+                        *v = new;
+                    }
+                    picks[i][b] = c;
+                    changed[i] = true;
+                }
+                update.resize(movers.len() * cols, 0f32);
+                let g_rows = &self.g[r.start * cols..r.end * cols];
+                matmul_xw(&delta, movers.len(), n, g_rows, cols, &mut update)?;
+                for (&i, u) in movers.iter().zip(update.chunks_exact(cols)) {
+                    for (a, &v) in ge[i * cols..(i + 1) * cols].iter_mut().zip(u) {
+                        *a += v;
+                    }
                 }
             }
-        }
-        let after = dot(&e, &ge) as f64;
-        for (b, r) in self.blocks.iter().enumerate() {
-            if pick[b] != 0 {
-                let x = &mut row[r.clone()];
-                let (min, max) = extremes(x);
-                let (lo, hi) = self.mode.range(min, max, self.cands[pick[b]]);
-                for v in x.iter_mut() {
-                    *v = v.max(lo).min(hi);
-                }
+            moving = changed;
+            if !moving.contains(&true) {
+                break;
             }
         }
-        (before, after, pick.iter().filter(|&&c| c != 0).count())
+        Ok(())
     }
 }
 

@@ -47,20 +47,40 @@ pub(crate) fn nbits_row_kernel() -> NBitsRowFn {
 /// (`t x n`), through the `gemm` crate's kernels on the current rayon pool. Each output element
 /// is reduced by one thread in a fixed order, so results do not depend on the thread count.
 pub(crate) fn gemm_xwt(x: &[f32], t: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
-    assert!(
-        x.len() >= t * k && w.len() >= n * k && out.len() >= t * n,
-        "gemm_xwt: buffers too small"
-    );
+    gemm_f32(x, t, k, w, n, false, out);
+}
+
+/// `out[t, n] = sum_k x[t, k] * w[k, n]` for row-major `x` (`t x k`), `w` (`k x n`) and `out`
+/// (`t x n`), on the same kernels and with the same guarantee as [`gemm_xwt`].
+pub(crate) fn gemm_xw(x: &[f32], t: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
+    gemm_f32(x, t, k, w, n, true, out);
+}
+
+/// The product of `x` (`t x k`) and `w` (`k x n` row-major when `w_is_k_by_n`, else its
+/// transpose `n x k` row-major) into `out` (`t x n`).
+fn gemm_f32(
+    x: &[f32],
+    t: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    w_is_k_by_n: bool,
+    out: &mut [f32],
+) {
+    assert!(x.len() >= t * k && w.len() >= n * k && out.len() >= t * n, "gemm: buffers too small");
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 && t * n * k >= 1 << 16 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
+    // Element (kk, nn) of the right-hand side: at w[kk * n + nn] (column stride 1, row stride n)
+    // or at w[nn * k + kk] (column stride k, row stride 1).
+    let (rhs_cs, rhs_rs) = if w_is_k_by_n { (1, n as isize) } else { (k as isize, 1) };
     // SAFETY: the assertion above guarantees every index the strides reach is inside its buffer:
     // dst rows of `n` (row stride n, column stride 1) for `t` rows; lhs rows of `k` for `t` rows;
-    // rhs viewed as `k x n` with element (kk, nn) at w[nn * k + kk] (row stride 1, column stride
-    // k). `out` does not alias the inputs (it is a distinct &mut borrow).
+    // rhs `k x n` with the strides above, every element inside `w[..n * k]`. `out` does not
+    // alias the inputs (it is a distinct &mut borrow).
     unsafe {
         gemm::gemm(
             t,
@@ -74,8 +94,8 @@ pub(crate) fn gemm_xwt(x: &[f32], t: usize, k: usize, w: &[f32], n: usize, out: 
             1,
             k as isize,
             w.as_ptr(),
-            k as isize,
-            1,
+            rhs_cs,
+            rhs_rs,
             0.0,
             1.0,
             false,

@@ -1,0 +1,62 @@
+//! AWQ's clipping search (`clip_search`) on matrices shaped like Phi-3-mini's: rows of the MLP's
+//! down projection (K = 8192) and of the attention and gate/up projections (K = 3072), int4
+//! `MatMulNBits` blocks of 32 and 128 with a zero point (the two-sided search, 100 candidates a
+//! block), on 1 and 2 threads. The Gram matrix comes from inputs that share a common component,
+//! as real activations do, so that the descent over a row's blocks has work to do.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use phiquant_quant::{ClipMode, FakeQuant, Gram, NBitsScheme, ScaleType, clip_search};
+
+/// A fixed xorshift stream, uniform in [-0.5, 0.5).
+fn noise(n: usize, mut state: u64) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+fn gram(cols: usize) -> Vec<f32> {
+    let t = 512;
+    let (z, e) = (noise(t, 0x9e37_79b9_7f4a_7c15), noise(t * cols, 0x2545_f491_4f6c_dd1d));
+    let x: Vec<f32> = (0..t * cols).map(|i| z[i / cols] + 0.5 * e[i]).collect();
+    let mut g = Gram::new(cols);
+    g.add(&x);
+    g.matrix()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("clip_search");
+    group.sample_size(10);
+    for (rows, cols) in [(40, 8192), (160, 3072)] {
+        let g = gram(cols);
+        let w = noise(rows * cols, 0x1234_5678_9abc_def1);
+        for block in [32, 128] {
+            let fq = FakeQuant::NBits(
+                NBitsScheme::new(4, block, false, ScaleType::F32).expect("int4 scheme"),
+            );
+            group.throughput(Throughput::Elements(rows as u64));
+            for threads in [1, 2] {
+                let pool =
+                    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+                let id = BenchmarkId::new(format!("{rows}x{cols}/b{block}"), threads);
+                group.bench_function(id, |b| {
+                    b.iter(|| {
+                        let mut w = w.clone();
+                        pool.install(|| clip_search(&mut w, cols, &fq, &g, ClipMode::TwoSided))
+                            .expect("clip search");
+                        black_box(w)
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
