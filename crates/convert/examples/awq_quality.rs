@@ -16,6 +16,12 @@
 //! older commands run unchanged), `--refine SWEEPS` (the
 //! per-channel refinement of the scales), `--fp16-scales` (the fp16-I/O targets' quantizer),
 //! `--linears q,k,v,o,gate,up,down` (only those quantized).
+//!
+//! For side-by-side runs with another tool (`scripts/bench/autoawq.py`): `--dump-calib FILE`
+//! writes the calibration windows (token ids, a JSON array per window) and exits, and
+//! `--compare DIR` (repeatable) scores each checkpoint DIR as it is (weights already quantized
+//! and dequantized by that tool) against `--model`'s full precision, printing a `compare` line
+//! per DIR after `fp` instead of the RTN and AWQ variants.
 
 use std::{io::Write, path::PathBuf, sync::Arc};
 
@@ -45,6 +51,8 @@ struct Args {
     options: AwqOptionsBuilder,
     fp16: bool,
     linears: Option<Vec<String>>,
+    dump_calib: Option<PathBuf>,
+    compare: Vec<PathBuf>,
 }
 
 fn parse() -> Result<Args> {
@@ -61,6 +69,8 @@ fn parse() -> Result<Args> {
         options: AwqOptionsBuilder::new(),
         fp16: false,
         linears: None,
+        dump_calib: None,
+        compare: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -107,6 +117,8 @@ fn parse() -> Result<Args> {
             }
             "--fp16-scales" => a.fp16 = true,
             "--linears" => a.linears = Some(value()?.split(',').map(String::from).collect()),
+            "--dump-calib" => a.dump_calib = Some(value()?.into()),
+            "--compare" => a.compare.push(value()?.into()),
             other => return Err(format!("unknown option {other}").into()),
         }
     }
@@ -153,6 +165,18 @@ fn main() -> Result<()> {
         args.samples,
         args.len,
     )?;
+    if let Some(path) = &args.dump_calib {
+        let windows: Vec<String> = calib
+            .windows()
+            .iter()
+            .map(|w| {
+                let ids: Vec<String> = w.iter().map(u32::to_string).collect();
+                format!("[{}]", ids.join(","))
+            })
+            .collect();
+        std::fs::write(path, format!("[{}]\n", windows.join(",\n")))?;
+        return Ok(());
+    }
     let held = tokenizer.encode_prompt(&std::fs::read_to_string(&args.heldout)?)?;
     let bos = if tokenizer.adds_bos() { tokenizer.bos() } else { None };
     let chunks: Vec<Vec<u32>> = held
@@ -171,6 +195,21 @@ fn main() -> Result<()> {
     let reference = reference(&fp, &chunks)?;
     let (ppl, _) = score(&reference, &fp, &chunks)?;
     writeln!(out, "{{\"variant\":\"fp\",\"ppl\":{ppl:.4}}}")?;
+    if !args.compare.is_empty() {
+        for dir in &args.compare {
+            let other = Checkpoint::open(dir)?;
+            if other.spec() != &spec {
+                return Err(format!("{}: not the architecture of --model", dir.display()).into());
+            }
+            let (ppl, kld) = score(&reference, &Engine::load(&other)?, &chunks)?;
+            let dir = dir.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+            writeln!(
+                out,
+                "{{\"variant\":\"compare\",\"dir\":\"{dir}\",\"ppl\":{ppl:.4},\"kld\":{kld:.5}}}"
+            )?;
+        }
+        return Ok(());
+    }
     let scratch =
         std::env::temp_dir().join(format!("awq-quality-{}.safetensors", std::process::id()));
     for sym in [false, true] {
