@@ -20,7 +20,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::{Error, FakeQuant, dot, linalg::matmul_xw, matmul_xwt};
+use crate::{Error, FakeQuant, dot, linalg::matmul, matmul_xwt};
 
 /// Points of AWQ's scale grid: `a = i / 20` for `i` in `0..20` (llm-awq and AutoAWQ use 20).
 pub const AWQ_GRID: usize = 20;
@@ -517,7 +517,7 @@ impl ClipRows<'_> {
                 }
                 update.resize(movers.len() * cols, 0f32);
                 let g_rows = &self.g[r.start * cols..r.end * cols];
-                matmul_xw(&delta, movers.len(), n, g_rows, cols, &mut update)?;
+                matmul(&delta, movers.len(), n, g_rows, cols, true, &mut update)?;
                 for (&i, u) in movers.iter().zip(update.chunks_exact(cols)) {
                     for (a, &v) in ge[i * cols..(i + 1) * cols].iter_mut().zip(u) {
                         *a += v;

@@ -12,6 +12,21 @@ pub fn matmul_xwt(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
+    matmul(x, t, k, w, n, false, out)
+}
+
+/// The lengths checked, then `out = x · w` (`w` row-major `k x n` when `w_is_k_by_n`) or
+/// `x · wᵀ` (`w` row-major `n x k`). For a symmetric `w` the first reads a column block of `w`
+/// as the row block it equals.
+pub(crate) fn matmul(
+    x: &[f32],
+    t: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    w_is_k_by_n: bool,
+    out: &mut [f32],
+) -> Result<(), Error> {
     for (what, len, expected) in
         [("x", x.len(), t * k), ("w", w.len(), n * k), ("out", out.len(), t * n)]
     {
@@ -26,35 +41,7 @@ pub fn matmul_xwt(
         out.fill(0.0);
         return Ok(());
     }
-    crate::simd::gemm_xwt(x, t, k, w, n, out);
-    Ok(())
-}
-
-/// `out = x · w`: `x` is `t x k`, `w` is `k x n`, `out` is `t x n`; all row-major. For a
-/// symmetric `w` this is `x · wᵀ` read along `w`'s rows, a column block of `w` as a row block.
-pub(crate) fn matmul_xw(
-    x: &[f32],
-    t: usize,
-    k: usize,
-    w: &[f32],
-    n: usize,
-    out: &mut [f32],
-) -> Result<(), Error> {
-    for (what, len, expected) in
-        [("x", x.len(), t * k), ("w", w.len(), k * n), ("out", out.len(), t * n)]
-    {
-        if len != expected {
-            return Err(Error::LengthMismatch { what, actual: len, expected });
-        }
-    }
-    if t == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        out.fill(0.0);
-        return Ok(());
-    }
-    crate::simd::gemm_xw(x, t, k, w, n, out);
+    crate::simd::gemm(x, t, k, w, n, w_is_k_by_n, out);
     Ok(())
 }
 
@@ -79,11 +66,11 @@ mod tests {
         // The same product with `w` stored transposed (`k x n`).
         let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
         let mut out2 = vec![0f32; t * n];
-        matmul_xw(&x, t, k, &wt, n, &mut out2).unwrap();
+        matmul(&x, t, k, &wt, n, true, &mut out2).unwrap();
         for (i, (a, b)) in out.iter().zip(&out2).enumerate() {
             assert!((a - b).abs() < 1e-4, "{i}: {a} vs {b}");
         }
-        assert!(matmul_xw(&x, t, k, &wt, n + 1, &mut out2).is_err());
+        assert!(matmul(&x, t, k, &wt, n + 1, true, &mut out2).is_err());
     }
 }
 

@@ -43,22 +43,11 @@ pub(crate) fn nbits_row_kernel() -> NBitsRowFn {
     })
 }
 
-/// `out[t, n] = sum_k x[t, k] * w[n, k]` for row-major `x` (`t x k`), `w` (`n x k`) and `out`
-/// (`t x n`), through the `gemm` crate's kernels on the current rayon pool. Each output element
-/// is reduced by one thread in a fixed order, so results do not depend on the thread count.
-pub(crate) fn gemm_xwt(x: &[f32], t: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
-    gemm_f32(x, t, k, w, n, false, out);
-}
-
-/// `out[t, n] = sum_k x[t, k] * w[k, n]` for row-major `x` (`t x k`), `w` (`k x n`) and `out`
-/// (`t x n`), on the same kernels and with the same guarantee as [`gemm_xwt`].
-pub(crate) fn gemm_xw(x: &[f32], t: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
-    gemm_f32(x, t, k, w, n, true, out);
-}
-
-/// The product of `x` (`t x k`) and `w` (`k x n` row-major when `w_is_k_by_n`, else its
-/// transpose `n x k` row-major) into `out` (`t x n`).
-fn gemm_f32(
+/// `out = x · w` for row-major `x` (`t x k`) and `out` (`t x n`), with `w` row-major `k x n`
+/// when `w_is_k_by_n`, else row-major `n x k` (`out[t, n] = sum_k x[t, k] * w[n, k]`), through
+/// the `gemm` crate's kernels on the current rayon pool. Each output element is reduced by one
+/// thread in a fixed order, so results do not depend on the thread count.
+pub(crate) fn gemm(
     x: &[f32],
     t: usize,
     k: usize,
