@@ -9,17 +9,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use phiquant_quant::{ClipMode, FakeQuant, Gram, NBitsScheme, ScaleType, clip_search};
 
-/// A fixed xorshift stream, uniform in [-0.5, 0.5).
-fn noise(n: usize, mut state: u64) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
+use super::{noise, pool};
 
 fn gram(cols: usize) -> Vec<f32> {
     let t = 512;
@@ -42,8 +32,7 @@ fn bench(c: &mut Criterion) {
             );
             group.throughput(Throughput::Elements(rows as u64));
             for threads in [1, 2] {
-                let pool =
-                    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+                let pool = pool(threads);
                 let id = BenchmarkId::new(format!("{rows}x{cols}/b{block}"), threads);
                 group.bench_function(id, |b| {
                     b.iter(|| {

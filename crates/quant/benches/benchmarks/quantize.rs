@@ -10,27 +10,18 @@ use phiquant_quant::{
 };
 use rayon::prelude::*;
 
+use super::{noise, pool};
+
 const N: usize = 4096;
 const K: usize = 4096;
 
 fn weights() -> (Vec<u8>, Vec<u8>) {
     // A fixed xorshift stream scaled like real weights (std 0.02).
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let f32s: Vec<f32> = (0..N * K)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.07
-        })
-        .collect();
+    let f32s: Vec<f32> =
+        noise(N * K, 0x9e37_79b9_7f4a_7c15).into_iter().map(|v| v * 0.07).collect();
     let bf16: Vec<u8> =
         f32s.iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect();
     (bytemuck::cast_slice(&f32s).to_vec(), bf16)
-}
-
-fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool")
 }
 
 fn bench(c: &mut Criterion) {
