@@ -223,6 +223,20 @@ pub struct ClipOutcome {
     pub clipped_blocks: usize,
     /// Blocks searched.
     pub blocks: usize,
+    /// Rows whose block scales the refit changed ([`ClipSearch::refit`]).
+    pub refitted_rows: usize,
+    /// Rows searched.
+    pub rows: usize,
+}
+
+/// The clipping search's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClipSearch {
+    /// How a block's candidate ranges are formed.
+    pub mode: ClipMode,
+    /// After the ranges are chosen, refit each row's block scales by least squares on the
+    /// row's output error, the codes held (see [`clip_search`]).
+    pub refit: bool,
 }
 
 /// How the clipping search chooses a block's range.
@@ -265,14 +279,26 @@ impl ClipMode {
 /// (`rows x cols`, blocks as `fq` lays them out) and every block, each candidate range of `mode`
 /// is clamped and fake-quantized; first each block takes the range whose own error `dᵀ G_bb d`
 /// is least (llm-awq `auto_clip_layer`, which measures the same per-block error on sampled
-/// tokens), then coordinate descent over the row's blocks (at most [`CLIP_SWEEPS`] sweeps,
+/// tokens), then coordinate descent over the row's blocks (at most `CLIP_SWEEPS` (4) sweeps,
 /// fewer when one changes nothing) re-chooses each block's range on the whole row's output error
 /// `eᵀ G e`, the other blocks' errors held: blocks whose inputs are correlated can cancel part
 /// of each other's error, which the per-block error cannot see. A range is only replaced by one
 /// with a strictly lower error (the first on ties, so no clipping unless it helps). `w` is
 /// clamped in place. Float formats are left alone.
 ///
-/// Rows are searched in chunks whose candidates' error vectors fit in [`CLIP_CHUNK_FLOATS`];
+/// With [`ClipSearch::refit`], each row's clamped blocks `v_b` are then multiplied by the
+/// factors `f_b` that minimize the row's output error `eᵀ G e` with the codes held, where
+/// `e = sum_b f_b Q(v_b) - w`: a linear least-squares problem in the row's `f`, solved in
+/// closed form (Cholesky, f64). The target's quantizers are scale-equivariant, `Q(f v) = f Q(v)`
+/// for `f > 0` (the block's scale is derived from its extremes, the codes and zero point do
+/// not change), so the writer's own round-to-nearest reproduces the refitted scales; a
+/// continuous fit of the block scales given the codes, as llama.cpp's `make_qx_quants` fits a
+/// block's scale to importance-weighted values (`ggml-quants.c`), here on the whole row's
+/// output error with G's cross-block terms. Because a stored scale rounds (f16) and the K-quants'
+/// sub-block scales are themselves quantized, the refitted row is quantized again and kept only
+/// when its error is strictly lower.
+///
+/// Rows are searched in chunks whose candidates' error vectors fit in `CLIP_CHUNK_FLOATS`;
 /// within a chunk the products with G are matrix products over all its rows (G is read once per
 /// chunk, not once per row), and the rows take each step of the descent together. Chunks are
 /// sized by memory, never by the thread count, and every reduction runs in a fixed order, so
@@ -282,8 +308,9 @@ pub fn clip_search(
     cols: usize,
     fq: &FakeQuant,
     g: &[f32],
-    mode: ClipMode,
+    settings: ClipSearch,
 ) -> Result<ClipOutcome, Error> {
+    let mode = settings.mode;
     fq.check_cols(cols)?;
     if g.len() != cols * cols || !w.len().is_multiple_of(cols) {
         return Err(Error::LengthMismatch {
@@ -307,9 +334,10 @@ pub fn clip_search(
         ClipRows { cols, fq, g, g_bb: &g_bb, blocks: &blocks, mode, cands: mode.candidates() };
     let (steps, nb) = (search.cands.len(), blocks.len());
     let chunk_rows = (CLIP_CHUNK_FLOATS / (steps * cols).max(1)).max(1);
-    let mut out = ClipOutcome { blocks: w.len() / cols * nb, ..Default::default() };
+    let rows_total = w.len() / cols;
+    let mut out = ClipOutcome { blocks: rows_total * nb, rows: rows_total, ..Default::default() };
     let (mut d, mut dg, mut own) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut e, mut ge) = (Vec::new(), Vec::new());
+    let (mut e, mut ge, mut orig) = (Vec::new(), Vec::new(), Vec::new());
     for chunk in w.chunks_mut(chunk_rows * cols) {
         let rows = chunk.len() / cols;
         d.resize(rows * steps * cols, 0f32);
@@ -366,6 +394,10 @@ pub fn clip_search(
         if nb > 1 {
             search.sweeps(rows, d, own, &mut picks, e1, ge1)?;
         }
+        if settings.refit {
+            orig.clear();
+            orig.extend_from_slice(chunk);
+        }
         // Clamp each row to its chosen ranges.
         chunk.par_chunks_mut(cols).zip(&picks).for_each(|(row, pick)| {
             let mut buf = Vec::new();
@@ -375,6 +407,9 @@ pub fn clip_search(
                 search.clamp(&buf, extremes(&buf), c, &mut row[r.clone()]);
             }
         });
+        if settings.refit {
+            out.refitted_rows += search.refit(chunk, &orig, e1, ge1)?;
+        }
         let found: Vec<(f64, f64, usize)> = e1
             .par_chunks(cols)
             .zip(ge1.par_chunks(cols))
@@ -400,6 +435,10 @@ const CLIP_CHUNK_FLOATS: usize = 1 << 24;
 
 /// The most sweeps of the clipping search's pass over a row's blocks.
 pub const CLIP_SWEEPS: usize = 4;
+
+/// Floats (f64) of the refit's normal equations held at once (16 MiB): rows are refitted in
+/// chunks of at most this many `nb x nb` matrices' entries, at least one row.
+const REFIT_CHUNK_FLOATS: usize = 1 << 21;
 
 /// What the clipping search needs for every row.
 struct ClipRows<'a> {
@@ -450,7 +489,7 @@ impl ClipRows<'_> {
     /// `e` and `G e` (`rows x cols` each) for them. Block by block, every row re-chooses that
     /// block's range on its whole error, the other blocks held (a range is replaced only by a
     /// strictly better one, the first of those on ties); then the rows that changed it update
-    /// `e` and `G e` together, one product with G's rows of the block. At most [`CLIP_SWEEPS`]
+    /// `e` and `G e` together, one product with G's rows of the block. At most `CLIP_SWEEPS` (4)
     /// sweeps; a row stops when a sweep changes nothing for it (it is at a fixed point), and
     /// the search when every row has.
     fn sweeps(
@@ -531,6 +570,127 @@ impl ClipRows<'_> {
         }
         Ok(())
     }
+
+    /// The refit of [`clip_search`] on a chunk of rows: `v` the clamped rows, `w` the original
+    /// ones, `e` and `G e` the rows' error vectors (`Q(v) - w`) and their products with G. A
+    /// row whose refit lowers its error takes it, in `v`, `e` and `G e`. Returns how many did.
+    fn refit(
+        &self,
+        v: &mut [f32],
+        w: &[f32],
+        e: &mut [f32],
+        ge: &mut [f32],
+    ) -> Result<usize, Error> {
+        let (cols, nb) = (self.cols, self.blocks.len());
+        let rows = v.len() / cols;
+        let mut q = vec![0f32; v.len()];
+        self.fq.apply(v, cols, &mut q)?;
+        // The normal equations `M f = r` of each row, `M_bc = Q(v_b)ᵀ G_bc Q(v_c)` and
+        // `r_b = Q(v_b)ᵀ (G w)_b`, built block by block from `P = Q(v_b)ᵀ G_b,:`, one matrix
+        // product over the sub-chunk's rows.
+        let sub = (REFIT_CHUNK_FLOATS / (nb * nb)).max(1);
+        let mut factors: Vec<Option<Vec<f64>>> = Vec::with_capacity(rows);
+        let (mut qb, mut p) = (Vec::new(), Vec::new());
+        for start in (0..rows).step_by(sub) {
+            let n_rows = sub.min(rows - start);
+            let mut m = vec![0f64; n_rows * nb * nb];
+            let mut r = vec![0f64; n_rows * nb];
+            for (b, range) in self.blocks.iter().enumerate() {
+                let n = range.len();
+                qb.clear();
+                for i in start..start + n_rows {
+                    qb.extend_from_slice(&q[i * cols + range.start..i * cols + range.end]);
+                }
+                p.resize(n_rows * cols, 0f32);
+                let g_rows = &self.g[range.start * cols..range.end * cols];
+                matmul(&qb, n_rows, n, g_rows, cols, true, &mut p)?;
+                m.par_chunks_mut(nb * nb)
+                    .zip(r.par_chunks_mut(nb))
+                    .zip(p.par_chunks(cols))
+                    .enumerate()
+                    .for_each(|(i, ((m, r), p))| {
+                        let row = (start + i) * cols..(start + i + 1) * cols;
+                        let (q, w) = (&q[row.clone()], &w[row]);
+                        r[b] = dot(p, w) as f64;
+                        for (c, rc) in self.blocks.iter().enumerate() {
+                            m[b * nb + c] = dot(&p[rc.clone()], &q[rc.clone()]) as f64;
+                        }
+                    });
+            }
+            factors.par_extend(m.par_chunks_mut(nb * nb).zip(r.par_chunks_mut(nb)).map(
+                |(m, r)| {
+                    // A block quantized to all zeros has no scale to fit: its factor stays 1.
+                    for b in 0..nb {
+                        if m[b * nb + b] > 0.0 {
+                            continue;
+                        }
+                        for c in 0..nb {
+                            (m[b * nb + c], m[c * nb + b]) = (0.0, 0.0);
+                        }
+                        (m[b * nb + b], r[b]) = (1.0, 1.0);
+                    }
+                    cholesky_solve(m, r, nb).then(|| r.to_vec())
+                },
+            ));
+        }
+        // The refitted rows quantized again, and their errors.
+        let mut cand = v.to_vec();
+        for (row, f) in cand.chunks_exact_mut(cols).zip(&factors) {
+            match f {
+                Some(f) if f.iter().all(|&f| f.is_finite() && f > 0.0) => {
+                    for (range, &f) in self.blocks.iter().zip(f) {
+                        for x in &mut row[range.clone()] {
+                            *x *= f as f32;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.fq.apply(&cand, cols, &mut q)?;
+        for (a, &b) in q.iter_mut().zip(w) {
+            *a -= b;
+        }
+        let mut gq = vec![0f32; q.len()];
+        matmul_xwt(&q, rows, cols, self.g, cols, &mut gq)?;
+        let mut taken = 0;
+        for i in 0..rows {
+            let row = i * cols..(i + 1) * cols;
+            let new = dot(&q[row.clone()], &gq[row.clone()]);
+            if new < dot(&e[row.clone()], &ge[row.clone()]) {
+                v[row.clone()].copy_from_slice(&cand[row.clone()]);
+                e[row.clone()].copy_from_slice(&q[row.clone()]);
+                ge[row.clone()].copy_from_slice(&gq[row]);
+                taken += 1;
+            }
+        }
+        Ok(taken)
+    }
+}
+
+/// Solves `m x = r` in place (`r` becomes `x`) for a symmetric positive definite `m` (`n x n`,
+/// row-major; overwritten by its Cholesky factor). False when `m` is not positive definite.
+fn cholesky_solve(m: &mut [f64], r: &mut [f64], n: usize) -> bool {
+    for j in 0..n {
+        let d = m[j * n + j] - (0..j).map(|k| m[j * n + k] * m[j * n + k]).sum::<f64>();
+        if d.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+            return false;
+        }
+        let d = d.sqrt();
+        m[j * n + j] = d;
+        for i in j + 1..n {
+            let s = m[i * n + j] - (0..j).map(|k| m[i * n + k] * m[j * n + k]).sum::<f64>();
+            m[i * n + j] = s / d;
+        }
+    }
+    // L y = r, then Lᵀ x = y.
+    for i in 0..n {
+        r[i] = (r[i] - (0..i).map(|k| m[i * n + k] * r[k]).sum::<f64>()) / m[i * n + i];
+    }
+    for i in (0..n).rev() {
+        r[i] = (r[i] - (i + 1..n).map(|k| m[k * n + i] * r[k]).sum::<f64>()) / m[i * n + i];
+    }
+    true
 }
 
 /// The least and greatest values of `x`.
@@ -666,7 +826,8 @@ mod tests {
         ] {
             let orig = w.clone();
             let mut clipped = w.clone();
-            let out = clip_search(&mut clipped, cols, &fq, &g, mode).unwrap();
+            let out = clip_search(&mut clipped, cols, &fq, &g, ClipSearch { mode, refit: false })
+                .unwrap();
             assert!(out.error_after <= out.error_before, "{fq:?}: {out:?}");
             assert!(out.clipped_blocks > 0, "{fq:?}: {out:?}");
             // The reported error is the error of the clamped weights, quantized.
@@ -683,10 +844,10 @@ mod tests {
             }
         }
         // Float formats have nothing to clip.
+        let two_sided = ClipSearch { mode: ClipMode::TwoSided, refit: true };
         let mut f = w.clone();
         let out =
-            clip_search(&mut f, cols, &FakeQuant::Ggml(BlockFormat::F16), &g, ClipMode::TwoSided)
-                .unwrap();
+            clip_search(&mut f, cols, &FakeQuant::Ggml(BlockFormat::F16), &g, two_sided).unwrap();
         assert_eq!((out.blocks, f), (0, w));
     }
 
@@ -723,13 +884,14 @@ mod tests {
                     .clone()
                     .flat_map(|i| g[i * cols + r.start..i * cols + r.end].to_vec())
                     .collect();
-                clip_search(&mut part, n, &fq, &g_bb, mode).unwrap();
+                clip_search(&mut part, n, &fq, &g_bb, ClipSearch { mode, refit: false }).unwrap();
                 for (row, p) in alone.chunks_exact_mut(cols).zip(part.chunks_exact(n)) {
                     row[r.clone()].copy_from_slice(p);
                 }
             }
             let mut together = w.clone();
-            let out = clip_search(&mut together, cols, &fq, &g, mode).unwrap();
+            let out = clip_search(&mut together, cols, &fq, &g, ClipSearch { mode, refit: false })
+                .unwrap();
             let error = |clipped: &[f32]| {
                 let mut q = vec![0f32; w.len()];
                 fq.apply(clipped, cols, &mut q).unwrap();
@@ -741,6 +903,58 @@ mod tests {
                 "{fq:?} (group {group}): {e_together} vs {e_alone}"
             );
             assert!((out.error_after - e_together).abs() <= 1e-4 * e_together, "{out:?}");
+        }
+    }
+    #[test]
+    fn the_refit_scales_whole_blocks_and_lowers_the_error() {
+        // Correlated inputs, so that the rows' blocks interact through G.
+        let (t, rows, cols) = (512, 12, 512);
+        let z = noise(t, 9);
+        let eps = noise(t * cols, 10);
+        let x: Vec<f32> = (0..t * cols).map(|i| z[i / cols] + 0.4 * eps[i] + 0.1).collect();
+        let w = noise(rows * cols, 11);
+        let mut gram = Gram::new(cols);
+        gram.add(&x);
+        let g = gram.matrix();
+        for (fq, mode) in [
+            (
+                FakeQuant::NBits(NBitsScheme::new(4, 64, false, ScaleType::F32).unwrap()),
+                ClipMode::TwoSided,
+            ),
+            (
+                FakeQuant::NBits(NBitsScheme::new(4, 32, true, ScaleType::F16).unwrap()),
+                ClipMode::Symmetric,
+            ),
+            (FakeQuant::Ggml(BlockFormat::Q4_0), ClipMode::Symmetric),
+            (FakeQuant::Ggml(BlockFormat::Q4_1), ClipMode::TwoSided),
+            (FakeQuant::Ggml(BlockFormat::Q4K), ClipMode::TwoSided),
+        ] {
+            let (mut plain, mut refit) = (w.clone(), w.clone());
+            let a =
+                clip_search(&mut plain, cols, &fq, &g, ClipSearch { mode, refit: false }).unwrap();
+            let b =
+                clip_search(&mut refit, cols, &fq, &g, ClipSearch { mode, refit: true }).unwrap();
+            assert_eq!((a.refitted_rows, a.rows, b.rows), (0, rows, rows), "{fq:?}");
+            assert!(b.refitted_rows > 0, "{fq:?}: {b:?}");
+            assert!(b.error_after < 0.99 * a.error_after, "{fq:?}: {b:?} vs {a:?}");
+            assert_eq!((a.error_before, a.clipped_blocks), (b.error_before, b.clipped_blocks));
+            // The reported error is that of the refitted weights as the format rounds them.
+            let mut q = vec![0f32; w.len()];
+            fq.apply(&refit, cols, &mut q).unwrap();
+            let full = gram_error(&w, &q, &g, cols).unwrap();
+            assert!((b.error_after - full).abs() <= 1e-4 * full, "{fq:?}: {b:?} vs {full}");
+            // Each block of a refitted row is the clamped block times one positive factor.
+            for (p, r) in plain.chunks_exact(cols).zip(refit.chunks_exact(cols)) {
+                for range in fq.blocks(cols) {
+                    let (p, r) = (&p[range.clone()], &r[range]);
+                    let i = (0..p.len()).max_by(|&i, &j| p[i].abs().total_cmp(&p[j].abs()));
+                    let f = r[i.unwrap()] / p[i.unwrap()];
+                    assert!(f > 0.0, "{fq:?}: factor {f}");
+                    for (&p, &r) in p.iter().zip(r) {
+                        assert!((p * f - r).abs() <= 1e-6 * p.abs().max(1.0), "{fq:?}");
+                    }
+                }
+            }
         }
     }
 }

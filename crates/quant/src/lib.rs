@@ -50,8 +50,8 @@ mod widen;
 
 pub use crate::{
     awq::{
-        AWQ_GRID, CLIP_STEPS, ChannelStats, ClipMode, ClipOutcome, Gram, awq_scales, clip_search,
-        fake_quantize_scaled, gram_error, scale_gram, weight_mean,
+        AWQ_GRID, CLIP_STEPS, ChannelStats, ClipMode, ClipOutcome, ClipSearch, Gram, awq_scales,
+        clip_search, fake_quantize_scaled, gram_error, scale_gram, weight_mean,
     },
     elements::{ElementType, Matrix},
     error::Error,

@@ -4,11 +4,11 @@
 //! computes (`../shared/DESIGN.md` §6; llm-awq `awq/quantize/auto_scale.py`, `auto_clip.py`).
 //!
 //! The transform streams: layers are processed one at a time through the runtime's
-//! [`LayerRunner`](phiquant_runtime::LayerRunner), with one layer's float weights and the
-//! calibration windows' activations in memory, and each transformed layer is appended to a
-//! scratch safetensors file. [`awq_transform`] returns the result as a [`WeightSource`]
-//! ([`AwqWeights`]) that [`SourceModel::with_weights`](crate::SourceModel::with_weights) puts
-//! in place of the original weights for any writer.
+//! [`LayerRunner`], with one layer's float weights and the calibration windows' activations in
+//! memory, and each transformed layer is appended to a scratch safetensors file.
+//! [`awq_transform`] returns the result as a [`WeightSource`] ([`AwqWeights`]) that
+//! [`SourceModel::with_weights`](crate::SourceModel::with_weights) puts in place of the original
+//! weights for any writer.
 //!
 //! Per layer:
 //! - one full-precision pass over every calibration window collects each linear input's mean
@@ -30,7 +30,9 @@
 //! - a clipping search per row and block (the target's blocks, a shorter last one included)
 //!   on v, o, gate, up and down (for formats with a zero point or a minimum, the block's
 //!   maximum and minimum shrunk separately), each block's range chosen first on its own error
-//!   and then with the row's other blocks on the whole row's output error;
+//!   and then with the row's other blocks on the whole row's output error, and then the row's
+//!   block scales refitted by least squares on that error, the codes held
+//!   ([`AwqOptionsBuilder::refit_scales`]);
 //! - the full-precision layer's output is the next layer's input (or, as an option, the
 //!   output with the quantized weights).
 //!
@@ -84,6 +86,7 @@ pub struct AwqOptions {
     clip: bool,
     joint_clip: bool,
     two_sided_clip: bool,
+    refit_scales: bool,
     loss_tokens: usize,
     propagation: Propagation,
     refine: usize,
@@ -119,6 +122,11 @@ impl AwqOptions {
     /// Whether asymmetric formats get the two-sided clipping search.
     pub fn two_sided_clip(&self) -> bool {
         self.two_sided_clip
+    }
+
+    /// Whether the clipping search refits each row's block scales on the row's output error.
+    pub fn refit_scales(&self) -> bool {
+        self.refit_scales
     }
 
     /// Tokens the attention block's and the MLP's errors are measured on.
@@ -171,6 +179,7 @@ impl AwqOptionsBuilder {
                 clip: true,
                 joint_clip: false,
                 two_sided_clip: true,
+                refit_scales: true,
                 loss_tokens: 4096,
                 propagation: Propagation::Float,
                 refine: 0,
@@ -213,6 +222,16 @@ impl AwqOptionsBuilder {
     /// always get the reference's search.
     pub fn two_sided_clip(&mut self, on: bool) -> &mut Self {
         self.options.two_sided_clip = on;
+        self
+    }
+
+    /// After the clipping search has chosen a row's ranges, refit the row's block scales by
+    /// least squares on its output error, the codes held (default on; `clip_search` in
+    /// `phiquant-quant` says how). The writers' round-to-nearest reproduces the refitted scales,
+    /// and a row keeps its refit only when that lowers its error. Measured on stories260K g32
+    /// and SmolLM2-135M g128 in BENCHMARKS.md.
+    pub fn refit_scales(&mut self, on: bool) -> &mut Self {
+        self.options.refit_scales = on;
         self
     }
 

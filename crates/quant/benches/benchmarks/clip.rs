@@ -1,13 +1,14 @@
 //! AWQ's clipping search (`clip_search`) on matrices shaped like Phi-3-mini's: rows of the MLP's
 //! down projection (K = 8192) and of the attention and gate/up projections (K = 3072), int4
 //! `MatMulNBits` blocks of 32 and 128 with a zero point (the two-sided search, 100 candidates a
-//! block), on 1 and 2 threads. The Gram matrix comes from inputs that share a common component,
+//! block), on 1 and 2 threads, with the block scales' refit (the default) and without it
+//! (`/norefit`). The Gram matrix comes from inputs that share a common component,
 //! as real activations do, so that the descent over a row's blocks has work to do.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use phiquant_quant::{ClipMode, FakeQuant, Gram, NBitsScheme, ScaleType, clip_search};
+use phiquant_quant::{ClipMode, ClipSearch, FakeQuant, Gram, NBitsScheme, ScaleType, clip_search};
 
 use super::{noise, pool};
 
@@ -31,13 +32,14 @@ fn bench(c: &mut Criterion) {
                 NBitsScheme::new(4, block, false, ScaleType::F32).expect("int4 scheme"),
             );
             group.throughput(Throughput::Elements(rows as u64));
-            for threads in [1, 2] {
+            for (refit, threads) in [(true, 1), (true, 2), (false, 1), (false, 2)] {
                 let pool = pool(threads);
-                let id = BenchmarkId::new(format!("{rows}x{cols}/b{block}"), threads);
-                group.bench_function(id, |b| {
+                let settings = ClipSearch { mode: ClipMode::TwoSided, refit };
+                let name = format!("{rows}x{cols}/b{block}{}", if refit { "" } else { "/norefit" });
+                group.bench_function(BenchmarkId::new(name, threads), |b| {
                     b.iter(|| {
                         let mut w = w.clone();
-                        pool.install(|| clip_search(&mut w, cols, &fq, &g, ClipMode::TwoSided))
+                        pool.install(|| clip_search(&mut w, cols, &fq, &g, settings))
                             .expect("clip search");
                         black_box(w)
                     })
