@@ -905,6 +905,7 @@ mod tests {
             assert!((out.error_after - e_together).abs() <= 1e-4 * e_together, "{out:?}");
         }
     }
+
     #[test]
     fn the_refit_scales_whole_blocks_and_lowers_the_error() {
         // Correlated inputs, so that the rows' blocks interact through G.
