@@ -12,9 +12,9 @@
 //! Prints one JSON line per variant (`fp`, `rtn-asym`, `awq-asym`, `rtn-sym`, `awq-sym`).
 //! Options: `--only asym|sym`, `--loss-tokens N`, `--grid N`, `--no-clip`, `--no-duo`,
 //! `--propagation quantized|float`, `--joint-clip`, `--no-refit` (no refit of the block scales
-//! after the clipping search, the default before 2026-12-07's fifth stop), `--symmetric-clip` (the reference's clipping
-//! search for asymmetric formats too; `--two-sided-clip`, now the default, is accepted so that
-//! older commands run unchanged), `--refine SWEEPS` (the
+//! after the clipping search, the default before 2026-12-07's fifth stop), `--symmetric-clip`
+//! (the reference's clipping search for asymmetric formats too; `--two-sided-clip`, now the
+//! default, is accepted so that older commands run unchanged), `--refine SWEEPS` (the
 //! per-channel refinement of the scales), `--fp16-scales` (the fp16-I/O targets' quantizer),
 //! `--linears q,k,v,o,gate,up,down` (only those quantized).
 //!
