@@ -229,6 +229,18 @@ pub struct ClipOutcome {
     pub rows: usize,
 }
 
+impl std::ops::AddAssign for ClipOutcome {
+    /// The outcome of two searches together (the matrices of a layer).
+    fn add_assign(&mut self, o: ClipOutcome) {
+        self.error_before += o.error_before;
+        self.error_after += o.error_after;
+        self.clipped_blocks += o.clipped_blocks;
+        self.blocks += o.blocks;
+        self.refitted_rows += o.refitted_rows;
+        self.rows += o.rows;
+    }
+}
+
 /// The clipping search's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClipSearch {

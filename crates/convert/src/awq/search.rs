@@ -532,26 +532,18 @@ impl LayerSearch<'_> {
                 Some(s) => scale_gram(g, s),
                 None => g.to_vec(),
             };
-            let mut add = |o: ClipOutcome| {
-                clip.error_before += o.error_before;
-                clip.error_after += o.error_after;
-                clip.clipped_blocks += o.clipped_blocks;
-                clip.blocks += o.blocks;
-                clip.refitted_rows += o.refitted_rows;
-                clip.rows += o.rows;
-            };
             let g = scaled(&g_qkv, &s_qkv);
             let v = rows_of(spec, Linear::V);
-            add(self.clip(&mut w.qkv[v.start * h..v.end * h], h, Linear::V, &g)?);
+            clip += self.clip(&mut w.qkv[v.start * h..v.end * h], h, Linear::V, &g)?;
             let g = scaled(&g_o, &s_o);
-            add(self.clip(&mut w.o, qd, Linear::O, &g)?);
+            clip += self.clip(&mut w.o, qd, Linear::O, &g)?;
             let g = scaled(&g_gu, &s_gu);
             for p in gu_parts {
                 let r = rows_of(spec, p);
-                add(self.clip(&mut w.gate_up[r.start * h..r.end * h], h, p, &g)?);
+                clip += self.clip(&mut w.gate_up[r.start * h..r.end * h], h, p, &g)?;
             }
             let g = scaled(&g_down, &s_ud);
-            add(self.clip(&mut w.down, inter, Linear::Down, &g)?);
+            clip += self.clip(&mut w.down, inter, Linear::Down, &g)?;
         }
 
         mark("clip");
