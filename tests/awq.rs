@@ -301,8 +301,8 @@ pqtest!(awq_export_is_deterministic_across_threads, |dir, cmd| {
 });
 
 pqtest!(awq_search_options_reach_the_export, |dir, cmd| {
-    // --awq-joint-clip and --awq-refine change the search, and the manifest records them (so
-    // an artefact made with other settings is not current). The two-sided clipping search is
+    // --awq-joint-clip, --awq-refine and --awq-no-refit change the search, and the manifest
+    // records them (so an artefact made with other settings is not current). The two-sided clipping search is
     // on by default (recorded as such; Q4_0, symmetric, gets the reference's search, which
     // keeps this unoptimized build quick).
     let model = fixture("llama");
@@ -320,21 +320,28 @@ pqtest!(awq_search_options_reach_the_export, |dir, cmd| {
         )
         .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        // The search settings recorded: two-sided clipping, joint clipping, refinement sweeps.
+        // The search settings recorded: two-sided clipping, joint clipping, refinement sweeps,
+        // the block scales' refit.
         let search = &manifest["calibration"]["search"];
         let settings = (
             search["two_sided_clip"].as_bool(),
             search["joint_clip"].as_bool(),
             search["refine"].as_u64(),
+            search["refit_scales"].as_bool(),
         );
         (std::fs::read(out.join("gguf-q4_0.gguf")).unwrap(), settings, stderr)
     };
-    let (plain, settings, _) = run("plain", &[]);
-    assert_eq!(settings, (Some(true), Some(false), Some(0)));
+    let (plain, settings, stderr) = run("plain", &[]);
+    assert_eq!(settings, (Some(true), Some(false), Some(0), Some(true)));
+    assert!(stderr.contains("% of rows"), "no layer reports refitted rows: {stderr}");
     let (searched, settings, stderr) = run("searched", &["--awq-joint-clip", "--awq-refine", "1"]);
-    assert_eq!(settings, (Some(true), Some(true), Some(1)));
+    assert_eq!(settings, (Some(true), Some(true), Some(1), Some(true)));
     assert!(stderr.contains(" refined)"), "no layer reports refined scales: {stderr}");
     assert!(plain != searched, "the search options changed nothing");
+    let (unfitted, settings, stderr) = run("unfitted", &["--awq-no-refit"]);
+    assert_eq!(settings, (Some(true), Some(false), Some(0), Some(false)));
+    assert!(!stderr.contains("% of rows"), "a layer reports refitted rows: {stderr}");
+    assert!(plain != unfitted, "--awq-no-refit changed nothing");
     let _ = cmd;
 });
 
@@ -345,7 +352,7 @@ pqtest!(awq_bad_options_fail_cleanly, |dir, cmd| {
     std::fs::write(&empty, "  \n").unwrap();
     let short = dir.path().join("short.txt");
     std::fs::write(&short, "once upon a time").unwrap();
-    let cases: [(&[&str], &[&str], String); 11] = [
+    let cases: [(&[&str], &[&str], String); 12] = [
         (
             &["cpu-int4"],
             &["--algo", "awq", "--calib", "/no/such/file.txt"],
@@ -386,6 +393,11 @@ pqtest!(awq_bad_options_fail_cleanly, |dir, cmd| {
             &["cpu-int4"],
             &["--awq-joint-clip"],
             "--awq-joint-clip applies to targets quantized with AWQ".into(),
+        ),
+        (
+            &["gguf-q4_k_m"],
+            &["--awq-no-refit"],
+            "--awq-no-refit applies to targets quantized with AWQ".into(),
         ),
         (&["gguf-q8_0"], &["--algo", "awq"], "--algo applies to int4 targets".into()),
         (&["cuda-fp16", "gguf-f16"], &["--algo", "awq"], "--algo applies to int4 targets".into()),

@@ -271,7 +271,7 @@ pqtest!(interrupted_build_leaves_no_artefact_without_manifest, |dir, cmd| {
 pqtest!(build_config_errors_are_one_line, |dir, cmd| {
     let _ = cmd;
     let model = fixture("phi3");
-    let cases: [(&str, &str); 9] = [
+    let cases: [(&str, &str); 10] = [
         ("[[target]]\nname = \"cpu-int4\"\nblock = 3\n", "unknown field `block`"),
         ("[[target]\n", "(line 2)"),
         ("", "lists no [[target]]"),
@@ -287,6 +287,10 @@ pqtest!(build_config_errors_are_one_line, |dir, cmd| {
         (
             "[calibration]\njoint_clip = true\n[[target]]\nname = \"cpu-int4\"\n",
             "[calibration] joint_clip applies to targets quantized with AWQ",
+        ),
+        (
+            "[calibration]\nno_refit = true\n[[target]]\nname = \"gguf-q4_0\"\n",
+            "[calibration] no_refit applies to targets quantized with AWQ",
         ),
         (
             "[calibration]\nrefine = 101\n[[target]]\nname = \"dml-int4\"\n",

@@ -34,6 +34,7 @@ use super::{
 ///   len = 512
 ///   joint_clip = false                           # AWQ search options, as --awq-*
 ///   refine = 0
+///   no_refit = false
 ///
 ///   [verify]                                     # verify every artefact (omit to skip)
 ///   corpus = "wiki.test.raw"

@@ -212,6 +212,14 @@ pub struct CalibArgs {
     /// only (on a 260K-parameter model two sweeps take the search from 8 s to 4 minutes).
     #[arg(long = "awq-refine")]
     pub refine: Option<usize>,
+
+    /// AWQ search: keep the clipping search's block scales as they are, without the
+    /// least-squares refit of each row's scales that follows it by default (the search as it
+    /// was before 2026-12-07; saves 10 to 60 percent of the clipping search's time, and loses
+    /// 1 to 3 percent of the KL divergence gained).
+    #[arg(long = "awq-no-refit")]
+    #[serde(default)]
+    pub no_refit: bool,
 }
 
 impl CalibArgs {
@@ -224,6 +232,7 @@ impl CalibArgs {
             self.calib_seed.map(|_| ("--calib-seed", "seed")),
             self.joint_clip.then_some(("--awq-joint-clip", "joint_clip")),
             self.refine.map(|_| ("--awq-refine", "refine")),
+            self.no_refit.then_some(("--awq-no-refit", "no_refit")),
         ]
         .into_iter()
         .flatten()
@@ -234,7 +243,7 @@ impl CalibArgs {
     /// refused under its option's name.
     pub fn search(&self) -> anyhow::Result<AwqOptions> {
         let mut b = AwqOptionsBuilder::new();
-        b.joint_clip(self.joint_clip);
+        b.joint_clip(self.joint_clip).refit_scales(!self.no_refit);
         if let Some(n) = self.refine {
             b.refine(n);
         }
