@@ -215,8 +215,9 @@ pub struct CalibArgs {
 
     /// AWQ search: keep the clipping search's block scales as they are, without the
     /// least-squares refit of each row's scales that follows it by default (the search as it
-    /// was before 2026-12-07; saves 10 to 60 percent of the clipping search's time, and loses
-    /// 1 to 3 percent of the KL divergence gained).
+    /// was before 2026-12-07). Saves 10 to 60 percent of the clipping search's time (7 percent
+    /// of SmolLM2-135M's export); the refit lowers the KL divergence by 1 to 3 percent in the
+    /// native engine, within the noise through ONNX Runtime (BENCHMARKS.md).
     #[arg(long = "awq-no-refit")]
     #[serde(default)]
     pub no_refit: bool,
