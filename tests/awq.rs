@@ -302,9 +302,9 @@ pqtest!(awq_export_is_deterministic_across_threads, |dir, cmd| {
 
 pqtest!(awq_search_options_reach_the_export, |dir, cmd| {
     // --awq-joint-clip, --awq-refine and --awq-no-refit change the search, and the manifest
-    // records them (so an artefact made with other settings is not current). The two-sided clipping search is
-    // on by default (recorded as such; Q4_0, symmetric, gets the reference's search, which
-    // keeps this unoptimized build quick).
+    // records them (so an artefact made with other settings is not current). The two-sided
+    // clipping search is on by default (recorded as such; Q4_0, symmetric, gets the
+    // reference's search, which keeps this unoptimized build quick).
     let model = fixture("llama");
     let run = |name: &str, extra: &[&str]| {
         let out = dir.path().join(name);
