@@ -306,9 +306,11 @@ impl ClipMode {
 /// not change), so the writer's own round-to-nearest reproduces the refitted scales; a
 /// continuous fit of the block scales given the codes, as llama.cpp's `make_qx_quants` fits a
 /// block's scale to importance-weighted values (`ggml-quants.c`), here on the whole row's
-/// output error with G's cross-block terms. Because a stored scale rounds (f16) and the K-quants'
-/// sub-block scales are themselves quantized, the refitted row is quantized again and kept only
-/// when its error is strictly lower.
+/// output error with G's cross-block terms. A refitted row is kept only when its error is
+/// strictly lower. Because a stored scale rounds (f16) and the K-quants' sub-block scales are
+/// themselves quantized, that error is measured on the row quantized again; for the formats
+/// with f32 scales it is predicted from the normal equations instead, which saves a product
+/// with G per row (see `ClipRows::refit`).
 ///
 /// Rows are searched in chunks whose candidates' error vectors fit in `CLIP_CHUNK_FLOATS`;
 /// within a chunk the products with G are matrix products over all its rows (G is read once per
@@ -321,6 +323,19 @@ pub fn clip_search(
     fq: &FakeQuant,
     g: &[f32],
     settings: ClipSearch,
+) -> Result<ClipOutcome, Error> {
+    clip_search_with(w, cols, fq, g, settings, fq.is_scale_equivariant())
+}
+
+/// [`clip_search`], with the refit's errors predicted (`predict`, only for a scale-equivariant
+/// format) or measured.
+fn clip_search_with(
+    w: &mut [f32],
+    cols: usize,
+    fq: &FakeQuant,
+    g: &[f32],
+    settings: ClipSearch,
+    predict: bool,
 ) -> Result<ClipOutcome, Error> {
     let mode = settings.mode;
     fq.check_cols(cols)?;
@@ -342,8 +357,9 @@ pub fn clip_search(
             r.clone().flat_map(|i| &g[i * cols + r.start..i * cols + r.end]).copied().collect()
         })
         .collect();
-    let search =
-        ClipRows { cols, fq, g, g_bb: &g_bb, blocks: &blocks, mode, cands: mode.candidates() };
+    let predict = predict && fq.is_scale_equivariant();
+    let cands = mode.candidates();
+    let search = ClipRows { cols, fq, g, g_bb: &g_bb, blocks: &blocks, mode, cands, predict };
     let (steps, nb) = (search.cands.len(), blocks.len());
     let chunk_rows = (CLIP_CHUNK_FLOATS / (steps * cols).max(1)).max(1);
     let rows_total = w.len() / cols;
@@ -419,16 +435,19 @@ pub fn clip_search(
                 search.clamp(&buf, extremes(&buf), c, &mut row[r.clone()]);
             }
         });
-        if settings.refit {
-            out.refitted_rows += search.refit(chunk, &orig, e1, ge1)?;
-        }
-        let found: Vec<(f64, f64, usize)> = e1
-            .par_chunks(cols)
-            .zip(ge1.par_chunks(cols))
-            .zip(&picks)
+        let after: Vec<f64> = if settings.refit {
+            let (taken, after) = search.refit(chunk, &orig, e1, ge1)?;
+            out.refitted_rows += taken;
+            after
+        } else {
+            e1.par_chunks(cols).zip(ge1.par_chunks(cols)).map(|(e, ge)| dot(e, ge) as f64).collect()
+        };
+        let found: Vec<(f64, f64, usize)> = picks
+            .iter()
             .zip(&before)
-            .map(|(((e, ge), pick), &before)| {
-                (before, dot(e, ge) as f64, pick.iter().filter(|&&c| c != 0).count())
+            .zip(&after)
+            .map(|((pick, &before), &after)| {
+                (before, after, pick.iter().filter(|&&c| c != 0).count())
             })
             .collect();
         for (before, after, clipped) in found {
@@ -461,6 +480,8 @@ struct ClipRows<'a> {
     blocks: &'a [Range<usize>],
     mode: ClipMode,
     cands: Vec<(f32, f32)>,
+    /// Whether the refit predicts its errors (see [`ClipRows::refit`]).
+    predict: bool,
 }
 
 impl ClipRows<'_> {
@@ -585,28 +606,43 @@ impl ClipRows<'_> {
 
     /// The refit of [`clip_search`] on a chunk of rows: `v` the clamped rows, `w` the original
     /// ones, `e` and `G e` the rows' error vectors (`Q(v) - w`) and their products with G. A
-    /// row whose refit lowers its error takes it, in `v`, `e` and `G e`. Returns how many did.
+    /// row whose refit lowers its error takes it in `v`. Returns how many did, and every row's
+    /// error `eᵀ G e` after.
+    ///
+    /// With `predict` (a scale-equivariant format, [`FakeQuant::is_scale_equivariant`]) the
+    /// refitted row's error is predicted from the normal equations: with `δ = (f - 1) ∘ Q(v)`
+    /// (each block's values times its factor less one), `e'ᵀ G e' = eᵀ G e + 2 δᵀ G e + δᵀ G δ`,
+    /// where `δᵀ G e = sum_b (f_b - 1) Q(v_b)ᵀ (G e)_b` and `δᵀ G δ = (f - 1)ᵀ M (f - 1)`, all
+    /// known already. It differs from the measured error only by the f32 rounding of the new
+    /// scales (a code whose value lies within that rounding of a half step can round the other
+    /// way), and it saves quantizing the rows again and one product with G; `e` and `G e` are
+    /// then left as they were. Otherwise the refitted rows are quantized again and measured, and
+    /// a row that takes its refit takes the new `e` and `G e` too.
     fn refit(
         &self,
         v: &mut [f32],
         w: &[f32],
         e: &mut [f32],
         ge: &mut [f32],
-    ) -> Result<usize, Error> {
+    ) -> Result<(usize, Vec<f64>), Error> {
         let (cols, nb) = (self.cols, self.blocks.len());
         let rows = v.len() / cols;
+        let predict = self.predict;
         let mut q = vec![0f32; v.len()];
         self.fq.apply(v, cols, &mut q)?;
+        let before: Vec<f64> =
+            e.par_chunks(cols).zip(ge.par_chunks(cols)).map(|(e, ge)| dot(e, ge) as f64).collect();
         // The normal equations `M f = r` of each row, `M_bc = Q(v_b)ᵀ G_bc Q(v_c)` and
         // `r_b = Q(v_b)ᵀ (G w)_b`, built block by block from `P = Q(v_b)ᵀ G_b,:`, one matrix
-        // product over the sub-chunk's rows.
+        // product over the sub-chunk's rows; for the prediction, `s_b = Q(v_b)ᵀ (G e)_b` too.
         let sub = (REFIT_CHUNK_FLOATS / (nb * nb)).max(1);
-        let mut factors: Vec<Option<Vec<f64>>> = Vec::with_capacity(rows);
+        let mut fits: Vec<(Option<Vec<f64>>, Option<f64>)> = Vec::with_capacity(rows);
         let (mut qb, mut p) = (Vec::new(), Vec::new());
         for start in (0..rows).step_by(sub) {
             let n_rows = sub.min(rows - start);
             let mut m = vec![0f64; n_rows * nb * nb];
             let mut r = vec![0f64; n_rows * nb];
+            let mut s = vec![0f64; n_rows * nb];
             for (b, range) in self.blocks.iter().enumerate() {
                 let n = range.len();
                 qb.clear();
@@ -618,45 +654,81 @@ impl ClipRows<'_> {
                 matmul(&qb, n_rows, n, g_rows, cols, true, &mut p)?;
                 m.par_chunks_mut(nb * nb)
                     .zip(r.par_chunks_mut(nb))
+                    .zip(s.par_chunks_mut(nb))
                     .zip(p.par_chunks(cols))
                     .enumerate()
-                    .for_each(|(i, ((m, r), p))| {
+                    .for_each(|(i, (((m, r), s), p))| {
                         let row = (start + i) * cols..(start + i + 1) * cols;
-                        let (q, w) = (&q[row.clone()], &w[row]);
+                        let (q, w) = (&q[row.clone()], &w[row.clone()]);
                         r[b] = dot(p, w) as f64;
+                        s[b] = dot(&q[range.clone()], &ge[row][range.clone()]) as f64;
                         for (c, rc) in self.blocks.iter().enumerate() {
                             m[b * nb + c] = dot(&p[rc.clone()], &q[rc.clone()]) as f64;
                         }
                     });
             }
-            factors.par_extend(m.par_chunks_mut(nb * nb).zip(r.par_chunks_mut(nb)).map(
-                |(m, r)| {
-                    // A block quantized to all zeros has no scale to fit: its factor stays 1.
-                    for b in 0..nb {
-                        if m[b * nb + b] > 0.0 {
-                            continue;
+            fits.par_extend(
+                m.par_chunks_mut(nb * nb)
+                    .zip(r.par_chunks_mut(nb))
+                    .zip(s.par_chunks(nb))
+                    .zip(&before[start..start + n_rows])
+                    .map(|(((m, r), s), &before)| {
+                        // A block quantized to all zeros has no scale to fit: its factor stays 1.
+                        for b in 0..nb {
+                            if m[b * nb + b] > 0.0 {
+                                continue;
+                            }
+                            for c in 0..nb {
+                                (m[b * nb + c], m[c * nb + b]) = (0.0, 0.0);
+                            }
+                            (m[b * nb + b], r[b]) = (1.0, 1.0);
                         }
-                        for c in 0..nb {
-                            (m[b * nb + c], m[c * nb + b]) = (0.0, 0.0);
+                        let kept = predict.then(|| m.to_vec());
+                        if !cholesky_solve(m, r, nb) || !r.iter().all(|&f| f.is_finite() && f > 0.0)
+                        {
+                            return (None, None);
                         }
-                        (m[b * nb + b], r[b]) = (1.0, 1.0);
-                    }
-                    cholesky_solve(m, r, nb).then(|| r.to_vec())
-                },
-            ));
+                        let after = kept.map(|m| {
+                            let mut after = before;
+                            for b in 0..nb {
+                                let db = r[b] - 1.0;
+                                after += 2.0 * db * s[b];
+                                for c in 0..nb {
+                                    after += db * m[b * nb + c] * (r[c] - 1.0);
+                                }
+                            }
+                            after
+                        });
+                        (Some(r.to_vec()), after)
+                    }),
+            );
+        }
+        let scaled = |row: &mut [f32], f: &[f64]| {
+            for (range, &f) in self.blocks.iter().zip(f) {
+                for x in &mut row[range.clone()] {
+                    *x *= f as f32;
+                }
+            }
+        };
+        let mut after = before;
+        let mut taken = 0;
+        if predict {
+            for ((row, (f, new)), after) in v.chunks_exact_mut(cols).zip(&fits).zip(&mut after) {
+                if let (Some(f), &Some(new)) = (f, new)
+                    && new < *after
+                {
+                    scaled(row, f);
+                    *after = new;
+                    taken += 1;
+                }
+            }
+            return Ok((taken, after));
         }
         // The refitted rows quantized again, and their errors.
         let mut cand = v.to_vec();
-        for (row, f) in cand.chunks_exact_mut(cols).zip(&factors) {
-            match f {
-                Some(f) if f.iter().all(|&f| f.is_finite() && f > 0.0) => {
-                    for (range, &f) in self.blocks.iter().zip(f) {
-                        for x in &mut row[range.clone()] {
-                            *x *= f as f32;
-                        }
-                    }
-                }
-                _ => {}
+        for (row, (f, _)) in cand.chunks_exact_mut(cols).zip(&fits) {
+            if let Some(f) = f {
+                scaled(row, f);
             }
         }
         self.fq.apply(&cand, cols, &mut q)?;
@@ -665,18 +737,18 @@ impl ClipRows<'_> {
         }
         let mut gq = vec![0f32; q.len()];
         matmul_xwt(&q, rows, cols, self.g, cols, &mut gq)?;
-        let mut taken = 0;
-        for i in 0..rows {
+        for (i, after) in after.iter_mut().enumerate() {
             let row = i * cols..(i + 1) * cols;
-            let new = dot(&q[row.clone()], &gq[row.clone()]);
-            if new < dot(&e[row.clone()], &ge[row.clone()]) {
+            let new = dot(&q[row.clone()], &gq[row.clone()]) as f64;
+            if new < *after {
                 v[row.clone()].copy_from_slice(&cand[row.clone()]);
                 e[row.clone()].copy_from_slice(&q[row.clone()]);
                 ge[row.clone()].copy_from_slice(&gq[row]);
+                *after = new;
                 taken += 1;
             }
         }
-        Ok(taken)
+        Ok((taken, after))
     }
 }
 
@@ -915,6 +987,42 @@ mod tests {
                 "{fq:?} (group {group}): {e_together} vs {e_alone}"
             );
             assert!((out.error_after - e_together).abs() <= 1e-4 * e_together, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn the_refits_predicted_errors_match_the_measured_ones() {
+        // The f32-scale formats predict a refitted row's error from the normal equations: the
+        // same rows refitted and the same error as quantizing them again and measuring.
+        let (t, rows, cols) = (512, 40, 576);
+        let z = noise(t, 21);
+        let eps = noise(t * cols, 22);
+        let x: Vec<f32> = (0..t * cols).map(|i| z[i / cols] + 0.4 * eps[i] + 0.1).collect();
+        let w = noise(rows * cols, 23);
+        let mut gram = Gram::new(cols);
+        gram.add(&x);
+        let g = gram.matrix();
+        for (symmetric, mode) in [(false, ClipMode::TwoSided), (true, ClipMode::Symmetric)] {
+            for block in [32, 128] {
+                let s = NBitsScheme::new(4, block, symmetric, ScaleType::F32).unwrap();
+                let fq = FakeQuant::NBits(s);
+                assert!(fq.is_scale_equivariant());
+                let settings = ClipSearch { mode, refit: true };
+                let (mut predicted, mut measured) = (w.clone(), w.clone());
+                let a = clip_search_with(&mut predicted, cols, &fq, &g, settings, true).unwrap();
+                let b = clip_search_with(&mut measured, cols, &fq, &g, settings, false).unwrap();
+                assert!(a.refitted_rows > rows / 2, "{fq:?}: {a:?}");
+                assert_eq!(predicted, measured, "{fq:?}");
+                assert_eq!(a.refitted_rows, b.refitted_rows, "{fq:?}");
+                let rel = (a.error_after - b.error_after).abs() / b.error_after;
+                assert!(rel <= 1e-5, "{fq:?}: {a:?} vs {b:?}");
+                assert_eq!((a.error_before, a.clipped_blocks), (b.error_before, b.clipped_blocks));
+            }
+        }
+        let f16 = NBitsScheme::new(4, 32, false, ScaleType::F16).unwrap();
+        assert!(!FakeQuant::NBits(f16).is_scale_equivariant());
+        for f in [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q4K] {
+            assert!(!FakeQuant::Ggml(f).is_scale_equivariant());
         }
     }
 

@@ -51,6 +51,15 @@ impl FakeQuant {
         }
     }
 
+    /// Whether a block scaled by a factor `f > 0` fake-quantizes to `f` times the block's own
+    /// values up to the f32 rounding of the scale: `MatMulNBits` with f32 scales, whose scale
+    /// and zero point come from the block's extremes and whose weights are not cast. f16 scales
+    /// (and the weights' cast to f16), llama.cpp's f16 block scales and the K-quants' quantized
+    /// sub-block scales round `f` away.
+    pub fn is_scale_equivariant(&self) -> bool {
+        matches!(self, FakeQuant::NBits(s) if s.scale_type() == crate::ScaleType::F32)
+    }
+
     /// Whether the format rounds at all (F32 stores weights as they are).
     pub fn is_identity(&self) -> bool {
         matches!(self, FakeQuant::Ggml(BlockFormat::F32))
