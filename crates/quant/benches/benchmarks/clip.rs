@@ -2,8 +2,10 @@
 //! down projection (K = 8192) and of the attention and gate/up projections (K = 3072), int4
 //! `MatMulNBits` blocks of 32 and 128 with a zero point (the two-sided search, 100 candidates a
 //! block), on 1 and 2 threads, with the block scales' refit (the default) and without it
-//! (`/norefit`). The Gram matrix comes from inputs that share a common component,
-//! as real activations do, so that the descent over a row's blocks has work to do.
+//! (`/norefit`), with f32 scales (cpu-int4: the refit predicts its errors) and with f16 scales
+//! (`/f16`, cuda-int4 and dml-int4: it quantizes the refitted rows again and measures them).
+//! The Gram matrix comes from inputs that share a common component, as real activations do, so
+//! that the descent over a row's blocks has work to do.
 
 use std::hint::black_box;
 
@@ -32,14 +34,25 @@ fn bench(c: &mut Criterion) {
                 NBitsScheme::new(4, block, false, ScaleType::F32).expect("int4 scheme"),
             );
             group.throughput(Throughput::Elements(rows as u64));
-            for (refit, threads) in [(true, 1), (true, 2), (false, 1), (false, 2)] {
+            let f16 = FakeQuant::NBits(
+                NBitsScheme::new(4, block, false, ScaleType::F16).expect("int4 scheme"),
+            );
+            let runs = [
+                (&fq, true, "", 1),
+                (&fq, true, "", 2),
+                (&fq, false, "/norefit", 1),
+                (&fq, false, "/norefit", 2),
+                (&f16, true, "/f16", 1),
+                (&f16, true, "/f16", 2),
+            ];
+            for (fq, refit, label, threads) in runs {
                 let pool = pool(threads);
                 let settings = ClipSearch { mode: ClipMode::TwoSided, refit };
-                let name = format!("{rows}x{cols}/b{block}{}", if refit { "" } else { "/norefit" });
+                let name = format!("{rows}x{cols}/b{block}{label}");
                 group.bench_function(BenchmarkId::new(name, threads), |b| {
                     b.iter(|| {
                         let mut w = w.clone();
-                        pool.install(|| clip_search(&mut w, cols, &fq, &g, settings))
+                        pool.install(|| clip_search(&mut w, cols, fq, &g, settings))
                             .expect("clip search");
                         black_box(w)
                     })
