@@ -990,18 +990,24 @@ mod tests {
         }
     }
 
+    /// The Gram matrix of 512 tokens of `cols` inputs that share a common component, so that a
+    /// row's blocks interact through G (noise seeds `seed` and `seed + 1`).
+    fn correlated_gram(cols: usize, seed: u64) -> Vec<f32> {
+        let t = 512;
+        let (z, eps) = (noise(t, seed), noise(t * cols, seed + 1));
+        let x: Vec<f32> = (0..t * cols).map(|i| z[i / cols] + 0.4 * eps[i] + 0.1).collect();
+        let mut gram = Gram::new(cols);
+        gram.add(&x);
+        gram.matrix()
+    }
+
     #[test]
     fn the_refits_predicted_errors_match_the_measured_ones() {
         // The f32-scale formats predict a refitted row's error from the normal equations: the
         // same rows refitted and the same error as quantizing them again and measuring.
-        let (t, rows, cols) = (512, 40, 576);
-        let z = noise(t, 21);
-        let eps = noise(t * cols, 22);
-        let x: Vec<f32> = (0..t * cols).map(|i| z[i / cols] + 0.4 * eps[i] + 0.1).collect();
+        let (rows, cols) = (40, 576);
+        let g = correlated_gram(cols, 21);
         let w = noise(rows * cols, 23);
-        let mut gram = Gram::new(cols);
-        gram.add(&x);
-        let g = gram.matrix();
         for (symmetric, mode) in [(false, ClipMode::TwoSided), (true, ClipMode::Symmetric)] {
             for block in [32, 128] {
                 let s = NBitsScheme::new(4, block, symmetric, ScaleType::F32).unwrap();
@@ -1028,15 +1034,9 @@ mod tests {
 
     #[test]
     fn the_refit_scales_whole_blocks_and_lowers_the_error() {
-        // Correlated inputs, so that the rows' blocks interact through G.
-        let (t, rows, cols) = (512, 12, 512);
-        let z = noise(t, 9);
-        let eps = noise(t * cols, 10);
-        let x: Vec<f32> = (0..t * cols).map(|i| z[i / cols] + 0.4 * eps[i] + 0.1).collect();
+        let (rows, cols) = (12, 512);
+        let g = correlated_gram(cols, 9);
         let w = noise(rows * cols, 11);
-        let mut gram = Gram::new(cols);
-        gram.add(&x);
-        let g = gram.matrix();
         for (fq, mode) in [
             (
                 FakeQuant::NBits(NBitsScheme::new(4, 64, false, ScaleType::F32).unwrap()),
