@@ -301,8 +301,8 @@ pqtest!(awq_export_is_deterministic_across_threads, |dir, cmd| {
 });
 
 pqtest!(awq_search_options_reach_the_export, |dir, cmd| {
-    // --awq-joint-clip, --awq-refine and --awq-no-refit change the search, and the manifest
-    // records them (so an artefact made with other settings is not current). The two-sided
+    // --awq-joint-clip, --awq-refine, --awq-no-refit and --awq-statistic change the search, and
+    // the manifest records them (so an artefact made with other settings is not current). The two-sided
     // clipping search is on by default (recorded as such; Q4_0, symmetric, gets the
     // reference's search, which keeps this unoptimized build quick).
     let model = fixture("llama");
@@ -321,27 +321,32 @@ pqtest!(awq_search_options_reach_the_export, |dir, cmd| {
         .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         // The search settings recorded: two-sided clipping, joint clipping, refinement sweeps,
-        // the block scales' refit.
+        // the block scales' refit, the activation statistic.
         let search = &manifest["calibration"]["search"];
         let settings = (
             search["two_sided_clip"].as_bool(),
             search["joint_clip"].as_bool(),
             search["refine"].as_u64(),
             search["refit_scales"].as_bool(),
+            search["statistic"].as_str().map(String::from),
         );
         (std::fs::read(out.join("gguf-q4_0.gguf")).unwrap(), settings, stderr)
     };
+    let mean = Some("mean_abs".to_string());
     let (plain, settings, stderr) = run("plain", &[]);
-    assert_eq!(settings, (Some(true), Some(false), Some(0), Some(true)));
+    assert_eq!(settings, (Some(true), Some(false), Some(0), Some(true), mean.clone()));
     assert!(stderr.contains("% of rows"), "no layer reports refitted rows: {stderr}");
     let (searched, settings, stderr) = run("searched", &["--awq-joint-clip", "--awq-refine", "1"]);
-    assert_eq!(settings, (Some(true), Some(true), Some(1), Some(true)));
+    assert_eq!(settings, (Some(true), Some(true), Some(1), Some(true), mean.clone()));
     assert!(stderr.contains(" refined)"), "no layer reports refined scales: {stderr}");
     assert!(plain != searched, "the search options changed nothing");
     let (unfitted, settings, stderr) = run("unfitted", &["--awq-no-refit"]);
-    assert_eq!(settings, (Some(true), Some(false), Some(0), Some(false)));
+    assert_eq!(settings, (Some(true), Some(false), Some(0), Some(false), mean));
     assert!(!stderr.contains("% of rows"), "a layer reports refitted rows: {stderr}");
     assert!(plain != unfitted, "--awq-no-refit changed nothing");
+    let (rms, settings, _) = run("rms", &["--awq-statistic", "rms"]);
+    assert_eq!(settings, (Some(true), Some(false), Some(0), Some(true), Some("rms".into())));
+    assert!(plain != rms, "--awq-statistic rms changed nothing");
     let _ = cmd;
 });
 
@@ -352,7 +357,7 @@ pqtest!(awq_bad_options_fail_cleanly, |dir, cmd| {
     std::fs::write(&empty, "  \n").unwrap();
     let short = dir.path().join("short.txt");
     std::fs::write(&short, "once upon a time").unwrap();
-    let cases: [(&[&str], &[&str], String); 12] = [
+    let cases: [(&[&str], &[&str], String); 14] = [
         (
             &["cpu-int4"],
             &["--algo", "awq", "--calib", "/no/such/file.txt"],
@@ -398,6 +403,16 @@ pqtest!(awq_bad_options_fail_cleanly, |dir, cmd| {
             &["gguf-q4_k_m"],
             &["--awq-no-refit"],
             "--awq-no-refit applies to targets quantized with AWQ".into(),
+        ),
+        (
+            &["cpu-int4"],
+            &["--awq-statistic", "rms"],
+            "--awq-statistic applies to targets quantized with AWQ".into(),
+        ),
+        (
+            &["dml-int4"],
+            &["--awq-statistic", "median"],
+            "invalid value 'median' for '--awq-statistic".into(),
         ),
         (&["gguf-q8_0"], &["--algo", "awq"], "--algo applies to int4 targets".into()),
         (&["cuda-fp16", "gguf-f16"], &["--algo", "awq"], "--algo applies to int4 targets".into()),

@@ -271,7 +271,7 @@ pqtest!(interrupted_build_leaves_no_artefact_without_manifest, |dir, cmd| {
 pqtest!(build_config_errors_are_one_line, |dir, cmd| {
     let _ = cmd;
     let model = fixture("phi3");
-    let cases: [(&str, &str); 10] = [
+    let cases: [(&str, &str); 12] = [
         ("[[target]]\nname = \"cpu-int4\"\nblock = 3\n", "unknown field `block`"),
         ("[[target]\n", "(line 2)"),
         ("", "lists no [[target]]"),
@@ -295,6 +295,14 @@ pqtest!(build_config_errors_are_one_line, |dir, cmd| {
         (
             "[calibration]\nrefine = 101\n[[target]]\nname = \"dml-int4\"\n",
             "--awq-refine 101: expected 0 to 100 sweeps",
+        ),
+        (
+            "[calibration]\nstatistic = \"rms\"\n[[target]]\nname = \"cpu-int4\"\n",
+            "[calibration] statistic applies to targets quantized with AWQ",
+        ),
+        (
+            "[calibration]\nstatistic = \"median\"\n[[target]]\nname = \"dml-int4\"\n",
+            "unknown variant `median`, expected `mean-abs` or `rms`",
         ),
         ("[[target]]\nname = \"cpu-int4\"\noutput = \"../x\"\n", "expected a plain folder name"),
     ];

@@ -35,6 +35,7 @@ use super::{
 ///   joint_clip = false                           # AWQ search options, as --awq-*
 ///   refine = 0
 ///   no_refit = false
+///   statistic = "mean-abs"
 ///
 ///   [verify]                                     # verify every artefact (omit to skip)
 ///   corpus = "wiki.test.raw"

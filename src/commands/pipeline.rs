@@ -19,7 +19,7 @@ use phiquant_convert::{
     QuantOverrides, ScratchFile, SourceModel, SourceRecord, Staged, Target, Weights,
     awq::{
         AwqOptions, AwqOptionsBuilder, Calibration, DEFAULT_CALIB_LEN, DEFAULT_CALIB_SAMPLES,
-        LinearQuantizers, awq_transform, check_calib_shape,
+        LinearQuantizers, Statistic, awq_transform, check_calib_shape,
     },
     find_target,
     gguf::{GgufScheme, export_gguf},
@@ -221,6 +221,33 @@ pub struct CalibArgs {
     #[arg(long = "awq-no-refit")]
     #[serde(default)]
     pub no_refit: bool,
+
+    /// AWQ search: the per-input-channel activation statistic of the scales
+    /// `x^a / w^(1-a)`: mean-abs (mean |x|, the reference's; the default) or rms (root mean
+    /// square, each channel's weight in the output error the search minimizes). rms with
+    /// --awq-joint-clip --awq-refine 2 is the best setting measured on a 260K-parameter model
+    /// (BENCHMARKS.md).
+    #[arg(long = "awq-statistic", value_enum)]
+    pub statistic: Option<StatisticArg>,
+}
+
+/// AWQ's activation statistic, as `--awq-statistic` and a build file's `statistic` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatisticArg {
+    /// mean |x| (the reference's).
+    MeanAbs,
+    /// sqrt(mean x²).
+    Rms,
+}
+
+impl From<StatisticArg> for Statistic {
+    fn from(s: StatisticArg) -> Statistic {
+        match s {
+            StatisticArg::MeanAbs => Statistic::MeanAbs,
+            StatisticArg::Rms => Statistic::Rms,
+        }
+    }
 }
 
 impl CalibArgs {
@@ -234,6 +261,7 @@ impl CalibArgs {
             self.joint_clip.then_some(("--awq-joint-clip", "joint_clip")),
             self.refine.map(|_| ("--awq-refine", "refine")),
             self.no_refit.then_some(("--awq-no-refit", "no_refit")),
+            self.statistic.map(|_| ("--awq-statistic", "statistic")),
         ]
         .into_iter()
         .flatten()
@@ -247,6 +275,9 @@ impl CalibArgs {
         b.joint_clip(self.joint_clip).refit_scales(!self.no_refit);
         if let Some(n) = self.refine {
             b.refine(n);
+        }
+        if let Some(s) = self.statistic {
+            b.statistic(s.into());
         }
         b.build().map_err(|e| match e {
             ConvertError::AwqSetting { setting: "refine", value, expected } => {

@@ -15,7 +15,8 @@
 //! after the clipping search, the default before 2026-12-07's fifth stop), `--symmetric-clip`
 //! (the reference's clipping search for asymmetric formats too; `--two-sided-clip`, now the
 //! default, is accepted so that older commands run unchanged), `--refine SWEEPS` (the
-//! per-channel refinement of the scales), `--fp16-scales` (the fp16-I/O targets' quantizer),
+//! per-channel refinement of the scales), `--statistic mean-abs|rms` (AWQ's activation
+//! statistic), `--fp16-scales` (the fp16-I/O targets' quantizer),
 //! `--linears q,k,v,o,gate,up,down` (only those quantized).
 //!
 //! For side-by-side runs with another tool (`scripts/bench/autoawq.py`): `--dump-calib FILE`
@@ -28,7 +29,7 @@ use std::{io::Write, path::PathBuf, sync::Arc};
 
 use phiquant_convert::{
     awq::{
-        AwqOptionsBuilder, Calibration, LinearQuantizers, Propagation, awq_transform,
+        AwqOptionsBuilder, Calibration, LinearQuantizers, Propagation, Statistic, awq_transform,
         fake_quantized_model,
     },
     onnx::{Ep, IoType, OnnxScheme, OnnxWeights},
@@ -115,6 +116,13 @@ fn parse() -> Result<Args> {
             }
             "--joint-clip" => {
                 a.options.joint_clip(true);
+            }
+            "--statistic" => {
+                a.options.statistic(match value()?.as_str() {
+                    "mean-abs" => Statistic::MeanAbs,
+                    "rms" => Statistic::Rms,
+                    other => return Err(format!("--statistic {other}: mean-abs or rms").into()),
+                });
             }
             "--no-duo" => {
                 a.options.duo(false);

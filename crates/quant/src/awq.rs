@@ -29,26 +29,29 @@ pub const AWQ_GRID: usize = 20;
 pub const CLIP_STEPS: usize = 10;
 const CLIP_GRID: f32 = 20.0;
 
-/// Mean absolute value per input channel over every token seen: AWQ's activation statistic
-/// `x_mean`.
+/// Per-input-channel magnitudes over every token seen, AWQ's activation statistic `x_mean`:
+/// the mean absolute value (the reference's) and the root mean square.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelStats {
     sum: Vec<f64>,
+    sq: Vec<f64>,
     rows: u64,
 }
 
 impl ChannelStats {
     /// Statistics of `cols` channels, over no tokens yet.
     pub fn new(cols: usize) -> ChannelStats {
-        ChannelStats { sum: vec![0.0; cols], rows: 0 }
+        ChannelStats { sum: vec![0.0; cols], sq: vec![0.0; cols], rows: 0 }
     }
 
     /// Adds `x`, row-major tokens of `cols` channels.
     pub fn add(&mut self, x: &[f32]) {
         let cols = self.sum.len();
         for row in x.chunks_exact(cols) {
-            for (s, &v) in self.sum.iter_mut().zip(row) {
-                *s += v.abs() as f64;
+            for ((s, q), &v) in self.sum.iter_mut().zip(&mut self.sq).zip(row) {
+                let v = v as f64;
+                *s += v.abs();
+                *q += v * v;
             }
             self.rows += 1;
         }
@@ -63,6 +66,12 @@ impl ChannelStats {
     pub fn mean(&self) -> Vec<f32> {
         let n = self.rows.max(1) as f64;
         self.sum.iter().map(|s| (s / n) as f32).collect()
+    }
+
+    /// `sqrt(mean x²)` per channel (zeros before any token).
+    pub fn rms(&self) -> Vec<f32> {
+        let n = self.rows.max(1) as f64;
+        self.sq.iter().map(|q| (q / n).sqrt() as f32).collect()
     }
 }
 
@@ -797,6 +806,18 @@ mod tests {
                 (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
             })
             .collect()
+    }
+
+    #[test]
+    fn channel_statistics_are_the_mean_magnitude_and_the_rms() {
+        let mut s = ChannelStats::new(2);
+        assert_eq!((s.mean(), s.rms(), s.rows()), (vec![0.0; 2], vec![0.0; 2], 0));
+        s.add(&[3.0, -1.0, -4.0, 1.0]);
+        s.add(&[0.0, -1.0]);
+        assert_eq!(s.rows(), 3);
+        assert_eq!(s.mean(), vec![7.0 / 3.0, 1.0]);
+        // sqrt((9 + 16 + 0) / 3) and sqrt(3 / 3).
+        assert_eq!(s.rms(), vec![(25.0f64 / 3.0).sqrt() as f32, 1.0]);
     }
 
     #[test]

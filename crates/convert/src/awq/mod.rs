@@ -78,11 +78,24 @@ pub enum Propagation {
     Float,
 }
 
+/// The per-channel activation statistic `x_mean` of AWQ's scales `x_mean^a / w_mean^(1-a)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Statistic {
+    /// `mean |x|`, the reference's (llm-awq `get_act_scale`, AutoAWQ `x.abs().view(-1,
+    /// x.shape[-1]).mean(0)`).
+    MeanAbs,
+    /// `sqrt(mean x²)`: a channel's weight in the squared output error the search minimizes
+    /// (the diagonal of the inputs' Gram matrix), which counts a channel's large values more.
+    Rms,
+}
+
 /// The settings of an AWQ run; built by [`AwqOptionsBuilder`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AwqOptions {
     grid: usize,
     duo: bool,
+    statistic: Statistic,
     clip: bool,
     joint_clip: bool,
     two_sided_clip: bool,
@@ -107,6 +120,11 @@ impl AwqOptions {
     /// Whether scales use the weight statistic too (duo scaling).
     pub fn duo(&self) -> bool {
         self.duo
+    }
+
+    /// The activation statistic of the scales.
+    pub fn statistic(&self) -> Statistic {
+        self.statistic
     }
 
     /// Whether the clipping search runs.
@@ -176,6 +194,7 @@ impl AwqOptionsBuilder {
             options: AwqOptions {
                 grid: phiquant_quant::AWQ_GRID,
                 duo: true,
+                statistic: Statistic::MeanAbs,
                 clip: true,
                 joint_clip: false,
                 two_sided_clip: true,
@@ -196,6 +215,13 @@ impl AwqOptionsBuilder {
     /// Duo scaling (default on): `x_mean^a / (w_mean^(1-a) + 1e-4)`; off: `x_mean^a`.
     pub fn duo(&mut self, on: bool) -> &mut Self {
         self.options.duo = on;
+        self
+    }
+
+    /// The activation statistic of the scales (default [`Statistic::MeanAbs`], the
+    /// reference's).
+    pub fn statistic(&mut self, s: Statistic) -> &mut Self {
+        self.options.statistic = s;
         self
     }
 

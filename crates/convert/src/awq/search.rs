@@ -14,7 +14,7 @@ use phiquant_runtime::{
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::{AwqOptions, LinearQuantizers, Propagation, REFINE_STEPS};
+use super::{AwqOptions, LinearQuantizers, Propagation, REFINE_STEPS, Statistic};
 use crate::Error;
 
 /// A scale group: the layer whose output is divided by the scales, and the linear layers whose
@@ -382,7 +382,7 @@ impl LayerSearch<'_> {
         let joint = |g, parts| joint_clip(on, g, parts);
 
         // input_layernorm -> q, k, v, on the attention block's output.
-        let x_mean = cap.qkv.mean.mean();
+        let x_mean = x_stat(&cap.qkv.mean, opts.statistic);
         let w_mean = self.w_mean(&w.qkv, h, &qkv_parts);
         let attn_rows = attn_in.len() / h;
         let (s_qkv, outcome) = self.grid(
@@ -422,7 +422,7 @@ impl LayerSearch<'_> {
         // (spread over the o columns it feeds), the statistics averaged over those columns.
         let tokens = cap.o.mean.rows() as usize;
         let kv = spec.kv_dim();
-        let x_mean = per_v_channel(&v_of, kv, &cap.o.mean.mean());
+        let x_mean = per_v_channel(&v_of, kv, &x_stat(&cap.o.mean, opts.statistic));
         let w_mean = per_v_channel(&v_of, kv, &self.w_mean(&w.o, qd, &[Linear::O]));
         let (s_vo, outcome) = self.grid(
             &x_mean,
@@ -441,7 +441,7 @@ impl LayerSearch<'_> {
 
         mark("v-o");
         // post_attention_layernorm -> gate, up, on the MLP's output (per token, so any tokens).
-        let x_mean = cap.gate_up.mean.mean();
+        let x_mean = x_stat(&cap.gate_up.mean, opts.statistic);
         let w_mean = self.w_mean(&w.gate_up, h, &gu_parts);
         let (s_gu, outcome) = self.grid(
             &x_mean,
@@ -476,7 +476,7 @@ impl LayerSearch<'_> {
         mark("gate-up");
 
         // up -> down, on down's output through the Gram matrix of down's inputs.
-        let x_mean = cap.down.mean.mean();
+        let x_mean = x_stat(&cap.down.mean, opts.statistic);
         let w_mean = self.w_mean(&w.down, inter, &[Linear::Down]);
         let (s_ud, outcome) = self.grid(
             &x_mean,
@@ -694,6 +694,14 @@ impl LayerSearch<'_> {
 }
 
 /// The clipping `quantized_parts` applies when scale and clip are searched together.
+/// AWQ's activation statistic `x_mean` of a linear's inputs, as the options choose it.
+fn x_stat(s: &ChannelStats, which: Statistic) -> Vec<f32> {
+    match which {
+        Statistic::MeanAbs => s.mean(),
+        Statistic::Rms => s.rms(),
+    }
+}
+
 fn joint_clip<'a>(
     on: bool,
     g: &'a [f32],
