@@ -444,13 +444,14 @@ fn clip_search_with(
                 search.clamp(&buf, extremes(&buf), c, &mut row[r.clone()]);
             }
         });
-        let after: Vec<f64> = if settings.refit {
-            let (taken, after) = search.refit(chunk, &orig, e1, ge1)?;
-            out.refitted_rows += taken;
-            after
-        } else {
-            e1.par_chunks(cols).zip(ge1.par_chunks(cols)).map(|(e, ge)| dot(e, ge) as f64).collect()
-        };
+        let mut after: Vec<f64> = e1
+            .par_chunks(cols)
+            .zip(ge1.par_chunks(cols))
+            .map(|(e, ge)| dot(e, ge) as f64)
+            .collect();
+        if settings.refit {
+            out.refitted_rows += search.refit(chunk, &orig, e1, ge1, &mut after)?;
+        }
         let found: Vec<(f64, f64, usize)> = picks
             .iter()
             .zip(&before)
@@ -614,9 +615,9 @@ impl ClipRows<'_> {
     }
 
     /// The refit of [`clip_search`] on a chunk of rows: `v` the clamped rows, `w` the original
-    /// ones, `e` and `G e` the rows' error vectors (`Q(v) - w`) and their products with G. A
-    /// row whose refit lowers its error takes it in `v`. Returns how many did, and every row's
-    /// error `eᵀ G e` after.
+    /// ones, `e` and `G e` the rows' error vectors (`Q(v) - w`) and their products with G, and
+    /// `errors` each row's `eᵀ G e`. A row whose refit lowers its error takes it in `v` and
+    /// `errors`. Returns how many did.
     ///
     /// With `predict` (a scale-equivariant format, [`FakeQuant::is_scale_equivariant`]) the
     /// refitted row's error is predicted from the normal equations: with `δ = (f - 1) ∘ Q(v)`
@@ -633,14 +634,13 @@ impl ClipRows<'_> {
         w: &[f32],
         e: &mut [f32],
         ge: &mut [f32],
-    ) -> Result<(usize, Vec<f64>), Error> {
+        errors: &mut [f64],
+    ) -> Result<usize, Error> {
         let (cols, nb) = (self.cols, self.blocks.len());
         let rows = v.len() / cols;
         let predict = self.predict;
         let mut q = vec![0f32; v.len()];
         self.fq.apply(v, cols, &mut q)?;
-        let before: Vec<f64> =
-            e.par_chunks(cols).zip(ge.par_chunks(cols)).map(|(e, ge)| dot(e, ge) as f64).collect();
         // The normal equations `M f = r` of each row, `M_bc = Q(v_b)ᵀ G_bc Q(v_c)` and
         // `r_b = Q(v_b)ᵀ (G w)_b`, built block by block from `P = Q(v_b)ᵀ G_b,:`, one matrix
         // product over the sub-chunk's rows; for the prediction, `s_b = Q(v_b)ᵀ (G e)_b` too.
@@ -680,7 +680,7 @@ impl ClipRows<'_> {
                 m.par_chunks_mut(nb * nb)
                     .zip(r.par_chunks_mut(nb))
                     .zip(s.par_chunks(nb))
-                    .zip(&before[start..start + n_rows])
+                    .zip(&errors[start..start + n_rows])
                     .map(|(((m, r), s), &before)| {
                         // A block quantized to all zeros has no scale to fit: its factor stays 1.
                         for b in 0..nb {
@@ -719,19 +719,18 @@ impl ClipRows<'_> {
                 }
             }
         };
-        let mut after = before;
         let mut taken = 0;
         if predict {
-            for ((row, (f, new)), after) in v.chunks_exact_mut(cols).zip(&fits).zip(&mut after) {
+            for ((row, (f, new)), error) in v.chunks_exact_mut(cols).zip(&fits).zip(errors) {
                 if let (Some(f), &Some(new)) = (f, new)
-                    && new < *after
+                    && new < *error
                 {
                     scaled(row, f);
-                    *after = new;
+                    *error = new;
                     taken += 1;
                 }
             }
-            return Ok((taken, after));
+            return Ok(taken);
         }
         // The refitted rows quantized again, and their errors.
         let mut cand = v.to_vec();
@@ -746,18 +745,18 @@ impl ClipRows<'_> {
         }
         let mut gq = vec![0f32; q.len()];
         matmul_xwt(&q, rows, cols, self.g, cols, &mut gq)?;
-        for (i, after) in after.iter_mut().enumerate() {
+        for (i, error) in errors.iter_mut().enumerate() {
             let row = i * cols..(i + 1) * cols;
             let new = dot(&q[row.clone()], &gq[row.clone()]) as f64;
-            if new < *after {
+            if new < *error {
                 v[row.clone()].copy_from_slice(&cand[row.clone()]);
                 e[row.clone()].copy_from_slice(&q[row.clone()]);
                 ge[row.clone()].copy_from_slice(&gq[row]);
-                *after = new;
+                *error = new;
                 taken += 1;
             }
         }
-        Ok((taken, after))
+        Ok(taken)
     }
 }
 

@@ -693,7 +693,6 @@ impl LayerSearch<'_> {
     }
 }
 
-/// The clipping `quantized_parts` applies when scale and clip are searched together.
 /// AWQ's activation statistic `x_mean` of a linear's inputs, as the options choose it.
 fn x_stat(s: &ChannelStats, which: Statistic) -> Vec<f32> {
     match which {
@@ -702,6 +701,7 @@ fn x_stat(s: &ChannelStats, which: Statistic) -> Vec<f32> {
     }
 }
 
+/// The clipping `quantized_parts` applies when scale and clip are searched together.
 fn joint_clip<'a>(
     on: bool,
     g: &'a [f32],
